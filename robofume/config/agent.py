@@ -1,0 +1,88 @@
+"""Networks and the Cal-QL + BC learner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The language-conditioned image policy and the twin critic."""
+
+    encoder_channels: int = 32
+    """Filters of each of the 4 conv layers."""
+    encoder_strides: tuple[int, ...] = (2, 1, 1, 1)
+    """Stride per conv layer (3x3 kernels)."""
+    feature_dim: int = 50
+    """Size of the projected image feature (LayerNorm + tanh)."""
+    hidden_dims: tuple[int, ...] = (256, 256)
+    """MLP widths of the policy and of each critic."""
+    text_encoder: str = "minilm"
+    """`minilm` (packaged MiniLM), `onehot` (task-id ablation) or a local CLIP model path."""
+    augmentation: bool = True
+    """DrQ random-shift augmentation of images during updates."""
+    shift_pad: int = 4
+    """Pixels of padding for the random shift."""
+    log_std_min: float = -20.0
+    """Lower clamp of the policy's log std."""
+    log_std_max: float = 2.0
+    """Upper clamp of the policy's log std."""
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Cal-QL + BC updates, used the same way offline and online."""
+
+    algorithm: Literal["robofume", "robofume_nobc", "cql", "sac", "bc"] = "robofume"
+    """robofume = Cal-QL + BC; the others are the paper's baselines/ablations."""
+    batch_size: int = 256
+    """Transitions per update (offline and online combined when mixing)."""
+    discount: float = 0.99
+    """Discount factor, also used for the Monte-Carlo returns."""
+    actor_lr: float = 1e-4
+    """Policy learning rate."""
+    critic_lr: float = 3e-4
+    """Critic (and encoder) learning rate."""
+    alpha_lr: float = 3e-4
+    """Entropy temperature learning rate."""
+    tau: float = 0.005
+    """Polyak rate of the target critic."""
+    cql_alpha: float = 5.0
+    """Weight of the CQL regulariser (initial value when lagrange is on)."""
+    cql_lagrange: bool = False
+    """Tune the CQL weight with a Lagrange multiplier against cql_target_gap."""
+    cql_target_gap: float = 0.8
+    """Target Q gap for the Lagrange variant."""
+    cql_n_actions: int = 4
+    """Sampled actions per type (random, current, next) in the CQL log-sum-exp."""
+    cql_temperature: float = 1.0
+    """Temperature of the CQL log-sum-exp."""
+    calibrated: bool = True
+    """Cal-QL: lower-bound policy-action Q values by the Monte-Carlo return."""
+    bc_weight: float = 1.0
+    """Weight of the behaviour-cloning term in the actor loss."""
+    init_entropy_alpha: float = 0.1
+    """Initial entropy temperature (auto-tuned to target entropy -|A|)."""
+    steps: int = 50_000
+    """Offline gradient steps."""
+    eval_every: int = 5_000
+    """Evaluate in the simulator every this many steps (0 = never)."""
+    eval_episodes: int = 5
+    """Episodes per target task in periodic evaluation."""
+    checkpoint_every: int = 5_000
+    """Write a checkpoint every this many steps."""
+    log_every: int = 100
+    """Log scalars every this many steps."""
+    device: str = "auto"
+    """`auto` (cuda when present), `cpu`, `cuda`, `cuda:1` ..."""
+    utd_ratio: float = 1.0
+    """Online: gradient updates per environment step collected."""
+    mixing_ratio: float = 0.5
+    """Online: fraction of each batch drawn from the offline data."""
+    publish_every: int = 100
+    """Online: publish policy weights every this many updates."""
+    online_calibration: bool = True
+    """Online: calibrate with the online episodes' Monte-Carlo returns too."""
+    seed: int = 0
+    """Seed of network init and sampling."""

@@ -1,0 +1,43 @@
+"""Hosts, ports and process counts: the only place addresses live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """How the processes are placed and reach each other."""
+
+    run_dir: str = "runs/sim"
+    """Root of logs, checkpoints, TensorBoard and replay checkpoints of this run."""
+    bind_host: str = "127.0.0.1"
+    """Interface services listen on (loopback unless set)."""
+    replay_address: str = "127.0.0.1:8000"
+    """Where actors and the learner reach the Reverb server."""
+    reward_addresses: tuple[str, ...] = ("127.0.0.1:8010",)
+    """Reward server replica addresses (clients round-robin over them)."""
+    reward_port: int = 8010
+    """First port of the reward replicas (replica i listens on reward_port + i)."""
+    replay_port: int = 8000
+    """Port of the Reverb server."""
+    control_port: int = 8020
+    """Port of the actor's small control RPC (human intervention)."""
+    tensorboard_port: int = 6006
+    """TensorBoard port."""
+    ray_address: str = "auto"
+    """Ray cluster address (`auto`: start or join a local head)."""
+    num_reward_replicas: int = 1
+    """Reward server replicas."""
+    num_actors: int = 1
+    """Simulated actors (robot mode: 0; the robot PC runs its own)."""
+    reward_gpus: float = 0.0
+    """GPUs per reward replica."""
+    learner_gpus: float = 0.0
+    """GPUs for the learner."""
+    token: str = ""
+    """Shared token required on cross-machine links (empty: no check, loopback only)."""
+    tls_cert: str = ""
+    """PEM certificate for TLS on gRPC links (empty: plaintext)."""
+    tls_key: str = ""
+    """PEM private key matching tls_cert."""

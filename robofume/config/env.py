@@ -1,0 +1,44 @@
+"""Simulated and real environment settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class SceneVariation:
+    """Optional randomisation of the scene, for robustness tests (all off by default)."""
+
+    lighting: float = 0.0
+    """Relative jitter of light intensity/direction per episode (0 = off, 0.3 = strong)."""
+    camera_jitter: float = 0.0
+    """Camera position jitter in metres per episode (0 = off)."""
+    distractors: int = 0
+    """Number of extra distractor objects placed on the table."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The robot environment: the MuJoCo tabletop or the real WidowX 250."""
+
+    kind: Literal["sim", "widowx"] = "sim"
+    """`sim`: the project's MuJoCo tabletop; `widowx`: the real robot through Interbotix."""
+    image_size: int = 100
+    """Side of the square RGB camera image in pixels."""
+    control_hz: float = 5.0
+    """Control frequency of end-effector delta actions."""
+    action_dim: int = 4
+    """Action size: (dx, dy, dz, gripper) in [-1, 1]; 5 adds a wrist rotation."""
+    max_episode_steps: int = 150
+    """Step limit of one episode (forward or reset) before the instruction switches."""
+    render_backend: Literal["egl", "osmesa", "glfw"] = "egl"
+    """MuJoCo GL backend for headless rendering (sets MUJOCO_GL before import)."""
+    scene: SceneVariation = field(default_factory=SceneVariation)
+    """Scene variation (lighting, camera pose, distractors)."""
+    camera_index: int = 0
+    """Real robot only: OpenCV index of the USB camera."""
+    workspace_low: tuple[float, float, float] = (0.15, -0.25, 0.03)
+    """Lower end-effector bound (x, y, z) in metres; leaving it triggers a safe stop."""
+    workspace_high: tuple[float, float, float] = (0.45, 0.25, 0.30)
+    """Upper end-effector bound (x, y, z) in metres."""

@@ -1,0 +1,51 @@
+"""Replay server and the robot-side actor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """The Reverb replay server."""
+
+    online_max_size: int = 200_000
+    """Transitions kept in the online table (FIFO)."""
+    min_size_to_sample: int = 256
+    """Online transitions needed before the learner samples."""
+    samples_per_insert_tolerance: float = 0.25
+    """Rate limiter slack, as a fraction of the UTD target, before blocking."""
+    checkpoint_every_s: float = 300.0
+    """Seconds between Reverb checkpoints (0 = off)."""
+    checkpoint_dir: str = ""
+    """Where checkpoints go (empty: <run_dir>/replay)."""
+    prefetch: int = 2
+    """Batches the learner's sampler prefetches."""
+
+
+@dataclass(frozen=True)
+class ActorConfig:
+    """The reset-free loop on the robot PC."""
+
+    forward_task: str = "vase_forward"
+    """Task name of the forward instruction l_f."""
+    reset_task: str = "vase_reset"
+    """Task name of the reset instruction l_b."""
+    human_reset_every: int = 1000
+    """Simulation: a (simulated) human resets the scene every this many steps (0 = never)."""
+    total_steps: int = 30_000
+    """Environment steps to collect (0 = until stopped)."""
+    policy_device: str = "cpu"
+    """Where the actor runs the policy."""
+    weights_poll_s: float = 1.0
+    """How often the background thread checks for newer policy weights."""
+    reward_deadline_s: float = 2.0
+    """Deadline of one reward-server call."""
+    local_buffer_episodes: int = 1000
+    """Episodes kept in memory while replay is unreachable before spilling to disk."""
+    spill_dir: str = ""
+    """Where undelivered episodes are spilled (empty: <run_dir>/spill)."""
+    use_ground_truth_reward: bool = False
+    """Simulation ablation: end episodes on true success instead of the reward model."""
+    seed: int = 0
+    """Seed of the actor's environment and policy sampling."""

@@ -1,0 +1,55 @@
+"""TensorBoard tag names, defined once. Tags are ``<area>/<snake_case>``."""
+
+from __future__ import annotations
+
+# charts: what the robot achieves
+SUCCESS_RATE = "charts/success_rate"
+EPISODE_RETURN = "charts/episode_return"
+EPISODE_LENGTH = "charts/episode_length"
+
+# losses: the learner's terms
+CRITIC_LOSS = "losses/critic_loss"
+ACTOR_LOSS = "losses/actor_loss"
+BC_LOSS = "losses/bc_loss"
+CQL_PENALTY = "losses/cql_penalty"
+CALQL_BOUND_RATE = "losses/calql_bound_rate"
+ALPHA = "losses/alpha"
+CQL_ALPHA = "losses/cql_alpha"
+Q_MEAN = "losses/q_mean"
+ENTROPY = "losses/entropy"
+
+# actor: the robot-side loop
+ACTOR_STEPS_PER_SEC = "actor/steps_per_sec"
+ACTOR_POLICY_LAG = "actor/policy_lag"
+ACTOR_LABEL_LAG_STEPS = "actor/label_lag_steps"
+ACTOR_INTERVENTIONS = "actor/interventions"
+ACTOR_TICK_JITTER_MS = "actor/tick_jitter_ms"
+ACTOR_POLICY_VERSION = "actor/policy_version"
+ACTOR_PENDING_EPISODES = "actor/pending_episodes"
+
+# replay
+REPLAY_SIZE = "replay/size"
+REPLAY_INSERTS_PER_SEC = "replay/inserts_per_sec"
+
+# learner
+LEARNER_UPDATES_PER_SEC = "learner/updates_per_sec"
+LEARNER_UTD_RATIO = "learner/utd_ratio"
+LEARNER_STEP = "learner/step"
+
+# reward model / server
+REWARD_LATENCY_MS = "reward/latency_ms"
+REWARD_BATCH_SIZE = "reward/batch_size"
+REWARD_FALSE_POSITIVE_RATE = "reward/false_positive_rate"
+REWARD_FALSE_NEGATIVE_RATE = "reward/false_negative_rate"
+REWARD_ACCURACY = "reward/accuracy"
+REWARD_PRECISION = "reward/precision"
+REWARD_TRAIN_LOSS = "reward/train_loss"
+
+# evaluation
+EVAL_SUCCESS_RATE = "eval/success_rate"
+EVAL_EPISODES = "eval/episodes"
+
+
+def per_task(tag: str, task: str) -> str:
+    """Tag of a per-task chart, e.g. ``charts/success_rate/vase_forward``."""
+    return f"{tag}/{task}"
