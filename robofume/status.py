@@ -1,0 +1,50 @@
+"""Heartbeat files: every long-running component reports its state for ``robofume status``.
+
+Each component calls :func:`write_status` every few seconds; the file is replaced atomically
+so readers never see half a JSON document.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+
+def status_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "status"
+
+
+def write_status(run_dir: str | Path, name: str, data: dict[str, Any]) -> Path:
+    """Atomically write ``<run_dir>/status/<name>.json`` with time, pid and host added."""
+    folder = status_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {"name": name, "time": time.time(), "pid": os.getpid(), "host": socket.gethostname()}
+    payload.update(data)
+    path = folder / f"{name}.json"
+    tmp = path.with_suffix(f".json.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, default=_jsonable, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def read_statuses(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """All heartbeats of a run, keyed by component name (unreadable files are skipped)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(status_dir(run_dir).glob("*.json")):
+        try:
+            out[path.stem] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
