@@ -1,0 +1,355 @@
+"""The native episode store: one HDF5 file per dataset, robomimic-style.
+
+Layout (format ``robofume.episodes`` version 1)::
+
+    /                       attrs: format, format_version, image_size, image_shape, action_dim,
+                                   proprio_dim, num_episodes, tasks (JSON list), kinds (JSON
+                                   counts), plus the writer's own attrs (non-scalars as JSON)
+    /data                   attrs: total (steps over all episodes), env_args (JSON)
+    /data/demo_<i>/         attrs: task, language, kind, num_samples (= T), meta (JSON)
+        obs/image           uint8 (T+1, H, W, 3), one chunk per frame, lzf or gzip
+        obs/proprio         float32 (T+1, P)
+        actions             float32 (T, A)
+        rewards             float32 (T,)
+        terminals           bool (T,)
+        success             bool (T,)
+        mc_returns          float32 (T,)   optional
+        labels              float32 (T,)   optional
+
+Unlike robomimic there is no ``next_obs`` group: ``obs`` holds T+1 frames and step t goes
+from ``obs[t]`` to ``obs[t+1]`` (see :class:`robofume.types.Episode`). Files are written to a
+temporary name and renamed when complete, so a crash never leaves a half-written dataset
+under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from robofume.data.errors import DatasetError
+from robofume.data.validate import (
+    OPTIONAL_KEYS,
+    check_episode_arrays,
+    check_group,
+    guard,
+    load_checked,
+)
+from robofume.types import Episode
+
+FORMAT = "robofume.episodes"
+FORMAT_VERSION = 1
+_FILE_KEYS = ("format", "format_version", "num_episodes")
+
+
+def _encode_attr(value: Any) -> Any:
+    if isinstance(value, (str, bool, int, float, np.integer, np.floating)):
+        return value
+    return json.dumps(value, default=str)
+
+
+def _decode_attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class EpisodeWriter:
+    """Streams episodes into a new HDF5 file (use as a context manager).
+
+    ``with EpisodeWriter(path, attrs={"source": "sim"}) as w: w.write(episode)``. The file
+    appears under ``path`` only when the block ends without an exception.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        attrs: dict[str, Any] | None = None,
+        compression: str | None = "lzf",
+    ) -> None:
+        if compression not in (None, "lzf", "gzip"):
+            raise ValueError(f"compression must be None, 'lzf' or 'gzip', not {compression!r}")
+        self.path = Path(path)
+        self.attrs = dict(attrs or {})
+        self.compression = compression
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._file: h5py.File | None = None
+        self._count = 0
+        self._steps = 0
+        self._image_shape: tuple[int, ...] | None = None
+        self._action_dim: int | None = None
+        self._proprio_dim: int | None = None
+        self._tasks: list[str] = []
+        self._kinds: dict[str, int] = {}
+
+    def __enter__(self) -> EpisodeWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = h5py.File(self._tmp, "w")
+        self._file.create_group("data")
+        return self
+
+    def write(self, episode: Episode) -> int:
+        """Append one episode; returns its index. Raises DatasetError if it is inconsistent."""
+        if self._file is None:
+            raise RuntimeError("EpisodeWriter.write() outside its `with` block")
+        name = f"demo_{self._count}"
+        check_episode_arrays(episode, str(self.path), name)
+        shape = tuple(episode.images.shape[1:])
+        if self._image_shape is None:
+            self._image_shape = shape
+            self._action_dim = int(episode.actions.shape[1])
+            self._proprio_dim = int(episode.proprio.shape[1])
+        for key, want, got in (
+            ("obs/image", self._image_shape, shape),
+            ("actions", self._action_dim, int(episode.actions.shape[1])),
+            ("obs/proprio", self._proprio_dim, int(episode.proprio.shape[1])),
+        ):
+            if want != got:
+                raise DatasetError(
+                    self.path, f"shape {got} differs from earlier episodes ({want})", name, key
+                )
+        group = self._file["data"].create_group(name)
+        obs = group.create_group("obs")
+        obs.create_dataset(
+            "image",
+            data=episode.images,
+            chunks=(1, *shape),
+            compression=self.compression,
+        )
+        obs.create_dataset("proprio", data=np.asarray(episode.proprio, np.float32))
+        group.create_dataset("actions", data=np.asarray(episode.actions, np.float32))
+        group.create_dataset("rewards", data=np.asarray(episode.rewards, np.float32))
+        group.create_dataset("terminals", data=np.asarray(episode.terminals, bool))
+        group.create_dataset("success", data=np.asarray(episode.success, bool))
+        for key in OPTIONAL_KEYS:
+            value = getattr(episode, key)
+            if value is not None:
+                group.create_dataset(key, data=np.asarray(value, np.float32))
+        group.attrs["task"] = episode.task
+        group.attrs["language"] = episode.language
+        group.attrs["kind"] = episode.kind
+        group.attrs["num_samples"] = len(episode)
+        group.attrs["meta"] = json.dumps(episode.meta, default=str)
+        if episode.task not in self._tasks:
+            self._tasks.append(episode.task)
+        self._kinds[episode.kind] = self._kinds.get(episode.kind, 0) + 1
+        self._count += 1
+        self._steps += len(episode)
+        return self._count - 1
+
+    def _finish(self) -> None:
+        assert self._file is not None
+        attrs = self._file.attrs
+        for key, value in self.attrs.items():
+            attrs[key] = _encode_attr(value)
+        shape = list(self._image_shape or (0, 0, 3))
+        attrs["format"] = FORMAT
+        attrs["format_version"] = FORMAT_VERSION
+        attrs["num_episodes"] = self._count
+        attrs["image_size"] = int(shape[0])
+        attrs["image_shape"] = json.dumps(shape)
+        attrs["action_dim"] = int(self._action_dim or 0)
+        attrs["proprio_dim"] = int(self._proprio_dim or 0)
+        attrs["tasks"] = json.dumps(self._tasks)
+        attrs["kinds"] = json.dumps(self._kinds)
+        data = self._file["data"]
+        data.attrs["total"] = self._steps
+        data.attrs["env_args"] = json.dumps(
+            {"image_size": shape[0], "action_dim": self._action_dim or 0}
+        )
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._file is not None
+        try:
+            if exc_type is None:
+                self._finish()
+        finally:
+            self._file.close()
+            self._file = None
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+
+def write_episodes(
+    path: str | Path,
+    episodes: Iterable[Episode],
+    attrs: dict[str, Any] | None = None,
+    compression: str | None = "lzf",
+) -> Path:
+    """Write episodes to a new HDF5 file (replacing an existing one atomically)."""
+    with EpisodeWriter(path, attrs=attrs, compression=compression) as writer:
+        for episode in episodes:
+            writer.write(episode)
+    return Path(path)
+
+
+class EpisodeFile:
+    """Read access to one episode file; validates the whole structure when opened.
+
+    Opening checks the file attrs and, for every episode, the keys, dtypes and shapes (from
+    the HDF5 metadata) and that actions and rewards are finite. Images are read only when an
+    episode is loaded, so large files open quickly::
+
+        with EpisodeFile("data/sim/prior.hdf5") as f:
+            print(len(f), f.summary())
+            first = f[0]
+            for ep in f: ...
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        where = str(self.path)
+        if not self.path.exists():
+            raise DatasetError(where, "file does not exist")
+        if self.path.is_dir():
+            raise DatasetError(where, "is a directory, expected an HDF5 episode file")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except Exception as err:  # h5py raises OSError with HDF5's message
+            hint = (
+                "truncated (incomplete copy or interrupted write)"
+                if "truncat" in str(err)
+                else "not a readable HDF5 file"
+            )
+            raise DatasetError(where, f"{hint}: {err}") from None
+        try:
+            self._open_checks()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _open_checks(self) -> None:
+        where = str(self.path)
+        with guard(where, None, "/"):
+            attrs = {k: _decode_attr(v) for k, v in self._file.attrs.items()}
+        missing = [k for k in _FILE_KEYS if k not in attrs]
+        if missing:
+            raise DatasetError(where, f"missing file attribute(s) {missing}; not a robofume file")
+        if attrs["format"] != FORMAT:
+            raise DatasetError(where, f"format is {attrs['format']!r}, expected {FORMAT!r}")
+        if int(attrs["format_version"]) > FORMAT_VERSION:
+            raise DatasetError(
+                where,
+                f"format_version {attrs['format_version']} is newer than this reader "
+                f"({FORMAT_VERSION}); upgrade robofume",
+            )
+        self.attrs: dict[str, Any] = attrs
+        with guard(where, None, "data"):
+            if "data" not in self._file:
+                raise DatasetError(where, "missing group", key="data")
+            names = list(self._file["data"].keys())
+        bad = [n for n in names if not (n.startswith("demo_") and n[5:].isdigit())]
+        if bad:
+            raise DatasetError(where, f"unexpected group(s) {bad[:5]}", key="data")
+        self.names = sorted(names, key=lambda n: int(n[5:]))
+        if len(self.names) != int(attrs["num_episodes"]):
+            raise DatasetError(
+                where,
+                f"file says {attrs['num_episodes']} episodes but holds {len(self.names)}",
+                key="num_episodes",
+            )
+        shape = attrs.get("image_shape") or None
+        expect = {
+            "image_shape": tuple(shape) if shape and shape[0] else None,
+            "action_dim": int(attrs.get("action_dim") or 0) or None,
+        }
+        self._infos = [check_group(self._file["data"][n], where, n, expect) for n in self.names]
+
+    # -- lazy access --------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def info(self, index: int) -> dict[str, Any]:
+        """Cheap per-episode facts: name, task, language, kind, steps, success at the end."""
+        return dict(self._infos[index])
+
+    def __getitem__(self, index: int) -> Episode:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"{self.path}: episode index {index} out of range ({len(self)})")
+        name = self.names[index]
+        return load_checked(self._file["data"][name], str(self.path), name, self._infos[index])
+
+    def __iter__(self) -> Iterator[Episode]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def select(
+        self, kinds: Iterable[str] | None = None, tasks: Iterable[str] | None = None
+    ) -> list[int]:
+        """Indices of the episodes of the given kinds and tasks (None = all)."""
+        kinds = set(kinds) if kinds is not None else None
+        tasks = set(tasks) if tasks is not None else None
+        return [
+            i
+            for i, info in enumerate(self._infos)
+            if (kinds is None or info["kind"] in kinds) and (tasks is None or info["task"] in tasks)
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        """Counts per task and kind, steps, image shape and end-of-episode success rate."""
+        per_task: dict[str, dict[str, Any]] = {}
+        per_kind: dict[str, int] = {}
+        lengths = [info["steps"] for info in self._infos]
+        for info in self._infos:
+            entry = per_task.setdefault(
+                info["task"], {"episodes": 0, "steps": 0, "successes": 0, "kinds": {}}
+            )
+            entry["episodes"] += 1
+            entry["steps"] += info["steps"]
+            entry["successes"] += int(info["success_end"])
+            entry["kinds"][info["kind"]] = entry["kinds"].get(info["kind"], 0) + 1
+            per_kind[info["kind"]] = per_kind.get(info["kind"], 0) + 1
+        for entry in per_task.values():
+            entry["success_rate"] = entry["successes"] / entry["episodes"]
+        successes = sum(int(info["success_end"]) for info in self._infos)
+        return {
+            "file": str(self.path),
+            "format_version": int(self.attrs["format_version"]),
+            "episodes": len(self),
+            "steps": int(sum(lengths)),
+            "min_steps": int(min(lengths)) if lengths else 0,
+            "max_steps": int(max(lengths)) if lengths else 0,
+            "mean_steps": float(np.mean(lengths)) if lengths else 0.0,
+            "image_shape": list(self._infos[0]["image_shape"]) if self._infos else None,
+            "action_dim": int(self._infos[0]["action_dim"]) if self._infos else None,
+            "success_rate": successes / len(self) if len(self) else 0.0,
+            "kinds": per_kind,
+            "tasks": per_task,
+            "size_mb": round(self.path.stat().st_size / 2**20, 3),
+        }
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> EpisodeFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_episodes(
+    path: str | Path,
+    kinds: Iterable[str] | None = None,
+    tasks: Iterable[str] | None = None,
+) -> list[Episode]:
+    """Load (and validate) the episodes of a file, optionally only some kinds/tasks."""
+    with EpisodeFile(path) as f:
+        return [f[i] for i in f.select(kinds, tasks)]
