@@ -41,11 +41,31 @@ class ActorConfig:
     """How often the background thread checks for newer policy weights."""
     reward_deadline_s: float = 2.0
     """Deadline of one reward-server call."""
-    local_buffer_episodes: int = 1000
-    """Episodes kept in memory while replay is unreachable before spilling to disk."""
+    local_buffer_episodes: int = 100
+    """Episodes kept in memory while replay is unreachable before spilling to disk
+    (one 150-step episode of 100 px frames is ~4.5 MB)."""
     spill_dir: str = ""
     """Where undelivered episodes are spilled (empty: <run_dir>/spill)."""
     use_ground_truth_reward: bool = False
     """Simulation ablation: end episodes on true success instead of the reward model."""
     seed: int = 0
-    """Seed of the actor's environment and policy sampling."""
+    """Seed of the actor's environment and policy sampling (actor i uses seed + i)."""
+    label_wait_s: float = 5.0
+    """How long a closed episode waits for its outstanding labels before the missing ones are
+    requested again (the episode is kept and delivered once labelled, never dropped)."""
+    retry_s: float = 1.0
+    """First back-off after replay or the reward server is found unreachable (doubles, max 30 s)."""
+    hold_when_unreachable: bool = False
+    """Stop acting (real robot: hold pose) while replay or the reward server is unreachable;
+    when false the simulated robot keeps acting and episodes are buffered."""
+    initial_weights_timeout_s: float = 30.0
+    """Wait this long at start for the learner's first weights (then act with the initial
+    policy and keep polling)."""
+    keyboard: bool = True
+    """Listen for interventions on stdin (`r` + Enter) when it is a terminal."""
+    control_rpc: bool = True
+    """Serve the intervention endpoint on loopback at deploy.control_port + actor id."""
+    report_every_s: float = 5.0
+    """Seconds between TensorBoard scalars and the status heartbeat file."""
+    shutdown_timeout_s: float = 10.0
+    """On stop, how long to keep delivering before undelivered episodes are spilled to disk."""
