@@ -1,0 +1,282 @@
+"""Importers for BridgeData V2: numpy (``out.npy``), its TFRecord form and the RLDS/TFDS form.
+
+All three are read into :class:`RawTrajectory` (frames, 7-D states, 7-D actions, language)
+and converted by one function, :func:`to_episode`, so the mapping lives in one place:
+
+* **Images** are resized to ``image_size`` x ``image_size`` (OpenCV ``INTER_AREA``; Bridge
+  frames are 128x128 in numpy form, 256x256 in RLDS), RGB uint8.
+* **Actions.** Bridge actions are ``(dx, dy, dz, droll, dpitch, dyaw, gripper)``: end-effector
+  deltas in metres/radians per step at 5 Hz and an absolute gripper command in [0, 1]
+  (1 = open). Ours are ``(dx, dy, dz, gripper[, dyaw])`` in [-1, 1]:
+  ``xyz = clip(bridge_xyz / xyz_scale, -1, 1)``, ``gripper = 2 * bridge_gripper - 1``
+  (+1 = open, as in the simulator), and with ``action_dim == 5``
+  ``dyaw = clip(bridge_dyaw / rot_scale, -1, 1)``. Roll and pitch deltas are dropped (the
+  WidowX policies here keep the gripper pointing down).
+* **Proprio** is ``(x, y, z, gripper opening)`` from the 7-D state ``(x, y, z, r, p, y, g)``.
+* **Steps.** Frame t and frame t+1 bracket action t. When a trajectory has as many actions as
+  frames (RLDS; numpy without ``next_observations``), the last action has no following frame
+  and is dropped.
+* **Rewards.** Bridge demos are successful: reward 1, terminal and success on the last step,
+  0 elsewhere. ``kind = "prior"``; ``task = "bridge_<words of the instruction>"``.
+  Trajectories without an instruction are skipped (counted in the import stats).
+
+The numpy form is a pickle (``np.load(allow_pickle=True)``): import only files you trust.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from robofume.data.errors import DatasetError
+from robofume.data.hdf5 import EpisodeWriter
+from robofume.logs import progress
+from robofume.types import Episode
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("npy", "tfrecord", "rlds")
+BRIDGE_ACTION_DIM = 7
+BRIDGE_STATE_DIM = 7
+
+
+@dataclass(frozen=True)
+class BridgeMapping:
+    """How Bridge trajectories become robofume episodes."""
+
+    image_size: int = 64
+    """Side of the square output images in pixels."""
+    action_dim: int = 4
+    """4: (dx, dy, dz, gripper); 5 adds the yaw delta."""
+    xyz_scale: float = 0.03
+    """Metres per step that map to action 1.0 (Bridge deltas rarely exceed 3 cm at 5 Hz)."""
+    rot_scale: float = 0.3
+    """Radians per step that map to a yaw action of 1.0 (action_dim 5 only)."""
+
+
+@dataclass
+class RawTrajectory:
+    """One Bridge trajectory as stored, before mapping."""
+
+    images: np.ndarray
+    """uint8 (N, H, W, 3) frames."""
+    states: np.ndarray
+    """float (N, 7) end-effector states."""
+    actions: np.ndarray
+    """float (N-1 or N, 7) actions."""
+    language: str
+    """The instruction ('' when unlabeled)."""
+    source: str
+    """Where it came from (file and index), for error messages and meta."""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def task_name_for(language: str) -> str:
+    """``"Put the pot in the sink."`` -> ``"bridge_put_the_pot_in_the_sink"`` (<= 64 chars)."""
+    words = re.findall(r"[a-z0-9]+", language.lower())
+    return ("bridge_" + "_".join(words))[:64].rstrip("_") if words else "bridge_unlabeled"
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """Resize (N, H, W, 3) uint8 frames to (N, size, size, 3)."""
+    if frames.shape[1:3] == (size, size):
+        return np.ascontiguousarray(frames, dtype=np.uint8)
+    return np.stack(
+        [cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames]
+    ).astype(np.uint8)
+
+
+def map_actions(actions: np.ndarray, mapping: BridgeMapping) -> np.ndarray:
+    """(T, 7) Bridge actions -> (T, action_dim) robofume actions in [-1, 1]."""
+    xyz = np.clip(actions[:, :3] / mapping.xyz_scale, -1.0, 1.0)
+    grip = np.clip(2.0 * actions[:, 6:7] - 1.0, -1.0, 1.0)
+    parts = [xyz, grip]
+    if mapping.action_dim == 5:
+        parts.append(np.clip(actions[:, 5:6] / mapping.rot_scale, -1.0, 1.0))
+    elif mapping.action_dim != 4:
+        raise ValueError(f"action_dim must be 4 or 5, got {mapping.action_dim}")
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def to_episode(raw: RawTrajectory, mapping: BridgeMapping, path: str) -> Episode:
+    """Map one raw Bridge trajectory to an Episode (see the module doc for the mapping)."""
+    images, states, actions = raw.images, np.asarray(raw.states), np.asarray(raw.actions)
+    name = raw.source
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise DatasetError(
+            path,
+            f"frames must be (N, H, W, 3) uint8, got {images.shape} {images.dtype}",
+            name,
+            "images0",
+        )
+    if states.ndim != 2 or states.shape[1] < BRIDGE_STATE_DIM or len(states) != len(images):
+        raise DatasetError(
+            path, f"state must be ({len(images)}, 7), got {states.shape}", name, "state"
+        )
+    if actions.ndim != 2 or actions.shape[1] != BRIDGE_ACTION_DIM:
+        raise DatasetError(path, f"actions must be (T, 7), got {actions.shape}", name, "actions")
+    if len(actions) == len(images):
+        actions = actions[:-1]
+    if len(actions) != len(images) - 1 or len(actions) < 1:
+        raise DatasetError(
+            path, f"{len(actions)} actions do not fit {len(images)} frames", name, "actions"
+        )
+    if not np.all(np.isfinite(actions)):
+        raise DatasetError(path, "actions contain NaN or inf", name, "actions")
+    steps = len(actions)
+    last = np.zeros(steps, dtype=bool)
+    last[-1] = True
+    proprio = np.concatenate([states[:, :3], np.clip(states[:, 6:7], 0.0, 1.0)], axis=1).astype(
+        np.float32
+    )
+    return Episode(
+        images=resize_frames(images, mapping.image_size),
+        proprio=proprio,
+        actions=map_actions(actions.astype(np.float64), mapping),
+        rewards=last.astype(np.float32),
+        terminals=last.copy(),
+        success=last.copy(),
+        task=task_name_for(raw.language),
+        language=raw.language.strip(),
+        kind="prior",
+        meta={"source": raw.source, "dataset": "bridge_v2", **raw.meta},
+    )
+
+
+# -- numpy form -------------------------------------------------------------------------
+
+
+def _first_language(value: Any) -> str:
+    if isinstance(value, (bytes, str)):
+        value = [value]
+    for item in list(value or []):
+        text = item.decode() if isinstance(item, bytes) else str(item)
+        if text.strip():
+            return text.strip()
+    return ""
+
+
+def read_npy(path: str | Path) -> Iterator[RawTrajectory]:
+    """Trajectories of one BridgeData V2 ``out.npy`` (a pickled list of dicts)."""
+    where = str(path)
+    try:
+        trajs = np.load(path, allow_pickle=True)
+    except Exception as err:
+        raise DatasetError(where, f"not a readable numpy file: {err}") from None
+    if trajs.dtype != object or trajs.ndim != 1:
+        raise DatasetError(
+            where, f"expected a list of trajectories, got {trajs.dtype} {trajs.shape}"
+        )
+    for i, traj in enumerate(trajs):
+        name = f"traj {i}"
+        if not isinstance(traj, dict):
+            raise DatasetError(where, f"expected a dict, got {type(traj).__name__}", name)
+        for key in ("observations", "actions"):
+            if key not in traj:
+                raise DatasetError(where, "missing", name, key)
+        obs = list(traj["observations"])
+        nxt = list(traj.get("next_observations") or [])
+        if nxt:
+            obs = [*obs, nxt[-1]]
+        try:
+            images = np.stack([np.asarray(o["images0"]) for o in obs])
+            states = np.stack([np.asarray(o["state"], dtype=np.float64) for o in obs])
+        except KeyError as err:
+            raise DatasetError(where, "missing in an observation", name, str(err.args[0])) from None
+        except ValueError as err:
+            raise DatasetError(
+                where, f"frames differ in shape: {err}", name, "observations"
+            ) from None
+        yield RawTrajectory(
+            images=images,
+            states=states,
+            actions=np.asarray(traj["actions"], dtype=np.float64).reshape(len(traj["actions"]), -1),
+            language=_first_language(traj.get("language")),
+            source=f"{Path(path).name}[{i}]",
+        )
+
+
+# -- entry point ------------------------------------------------------------------------
+
+
+def find_sources(src: str | Path, fmt: str) -> list[Path]:
+    """The files of a source path (a file, or a directory searched recursively)."""
+    src = Path(src)
+    if not src.exists():
+        raise DatasetError(str(src), "does not exist")
+    if src.is_file():
+        return [src]
+    pattern = "*.npy" if fmt == "npy" else "*.tfrecord*"
+    files = sorted(p for p in src.rglob(pattern) if p.is_file())
+    if not files:
+        raise DatasetError(str(src), f"no {pattern} files found for format {fmt!r}")
+    return files
+
+
+def detect_format(src: str | Path) -> str:
+    """Guess npy / tfrecord / rlds from the file names and, for TFRecords, the keys."""
+    src = Path(src)
+    if src.suffix == ".npy" or (src.is_dir() and any(src.rglob("*.npy"))):
+        return "npy"
+    from robofume.data.bridge_tf import peek_keys
+
+    keys = peek_keys(find_sources(src, "rlds")[0])
+    return "rlds" if any(k.startswith("steps/") for k in keys) else "tfrecord"
+
+
+def iter_raw(src: str | Path, fmt: str) -> Iterator[RawTrajectory]:
+    """Raw trajectories of every file under ``src`` in the given format."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown Bridge format {fmt!r}; known: {FORMATS}")
+    files = find_sources(src, fmt)
+    if fmt == "npy":
+        for path in files:
+            yield from read_npy(path)
+        return
+    from robofume.data import bridge_tf
+
+    reader = bridge_tf.read_rlds if fmt == "rlds" else bridge_tf.read_tfrecord
+    for path in files:
+        yield from reader(path)
+
+
+def import_bridge(
+    src: str | Path,
+    out: str | Path,
+    fmt: str = "auto",
+    mapping: BridgeMapping | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Convert Bridge trajectories under ``src`` into one robofume HDF5 file at ``out``."""
+    mapping = mapping or BridgeMapping()
+    fmt = detect_format(src) if fmt == "auto" else fmt
+    stats: dict[str, Any] = {"format": fmt, "episodes": 0, "steps": 0, "skipped_unlabeled": 0}
+    tasks: set[str] = set()
+    attrs = {"source": "bridge_v2", "bridge_format": fmt, "mapping": mapping.__dict__}
+    with EpisodeWriter(out, attrs=attrs) as writer:
+        for raw in progress(iter_raw(src, fmt), desc=f"import bridge ({fmt})", unit="traj"):
+            if limit is not None and stats["episodes"] >= limit:
+                break
+            if not raw.language:
+                stats["skipped_unlabeled"] += 1
+                continue
+            episode = to_episode(raw, mapping, str(src))
+            writer.write(episode)
+            tasks.add(episode.task)
+            stats["episodes"] += 1
+            stats["steps"] += len(episode)
+    stats["tasks"] = len(tasks)
+    stats["out"] = str(out)
+    if stats["skipped_unlabeled"]:
+        log.warning("skipped %d trajectories without an instruction", stats["skipped_unlabeled"])
+    log.info(
+        "imported %d Bridge episodes (%d steps) into %s", stats["episodes"], stats["steps"], out
+    )
+    return stats
