@@ -29,3 +29,9 @@ class DataConfig:
     """Target objects of the bin-sorting tasks (forward and reset task each)."""
     seed: int = 0
     """Seed of data generation."""
+    failure_noise: float = 1.0
+    """Std of the expert's action noise in the 'noisy' failure rollouts."""
+    max_attempts: int = 20
+    """Rollouts tried per kept episode before generation gives up on that task."""
+    workers: int = 2
+    """Worker processes for generation (1 = in the calling process)."""
