@@ -28,6 +28,8 @@ class NetworkConfig:
     """Lower clamp of the policy's log std."""
     log_std_max: float = 2.0
     """Upper clamp of the policy's log std."""
+    proprio_dim: int = 4
+    """Size of the proprio vector (end-effector xyz + gripper opening)."""
 
 
 @dataclass(frozen=True)
@@ -86,3 +88,23 @@ class LearnerConfig:
     """Online: calibrate with the online episodes' Monte-Carlo returns too."""
     seed: int = 0
     """Seed of network init and sampling."""
+    max_target_backup: bool = True
+    """Cal-QL's backup: max over cql_n_actions next-policy actions of the min target Q."""
+    backup_entropy: bool = False
+    """Subtract alpha * log pi(a'|s') in the TD target (off in Cal-QL)."""
+    cql_importance_sample: bool = True
+    """Importance-sample the CQL log-sum-exp (subtract each proposal's log-density)."""
+    cql_lagrange_lr: float = 3e-4
+    """Learning rate of the CQL Lagrange multiplier (when cql_lagrange is on)."""
+    bc_loss: Literal["nll", "mse"] = "nll"
+    """BC term: -log pi(a_data|s) (nll) or squared error of the deterministic action (mse)."""
+    target_data_fraction: float = 0.0
+    """Offline batches: fraction drawn from target-task demos (0 = uniform over all data)."""
+    channels_last: bool = True
+    """Run the encoder's convolutions in channels_last memory format."""
+    amp_bf16: bool = False
+    """Autocast the networks to bfloat16 (CUDA); losses stay float32."""
+    compile: bool = False
+    """torch.compile the networks (first steps are slow while it compiles)."""
+    checkpoint_keep: int = 3
+    """Checkpoints kept on disk (older ones are deleted; 0 = keep all)."""
