@@ -22,10 +22,10 @@ def _traj(seed: int) -> dict:
     states = rng.normal(size=(STEPS + 1, 7)).astype(np.float32)
     states[:, 6] = np.linspace(1.0, 0.0, STEPS + 1)
     actions = np.zeros((STEPS, 7), np.float32)
-    actions[:, 0] = 0.015  # half of xyz_scale 0.03 -> 0.5
+    actions[:, 0] = 0.02  # half of xyz_scale 0.04 -> 0.5
     actions[:, 1] = -0.06  # beyond the scale -> clipped to -1
-    actions[:, 5] = 0.15  # yaw, half of rot_scale
-    actions[:, 6] = 0.0  # close -> -1
+    actions[:, 5] = 0.1  # yaw (dropped with action_dim 4)
+    actions[:, 6] = 0.0  # Bridge closed -> ours +1 (close)
     return {"frames": frames, "states": states, "actions": actions}
 
 
@@ -34,7 +34,7 @@ def _check_episode(ep, traj, language="Put the pot in the sink."):
     assert ep.kind == "prior"
     assert ep.language == language
     assert ep.task == "bridge_put_the_pot_in_the_sink"
-    np.testing.assert_allclose(ep.actions[0], [0.5, -1.0, 0.0, -1.0], atol=1e-6)
+    np.testing.assert_allclose(ep.actions[0], [0.5, -1.0, 0.0, 1.0], atol=1e-6)
     np.testing.assert_array_equal(ep.rewards, [0, 0, 0, 0, 1])
     np.testing.assert_array_equal(ep.terminals, [False] * 4 + [True])
     assert ep.success[-1] and not ep.success[:-1].any()
@@ -47,9 +47,11 @@ def _check_episode(ep, traj, language="Put the pot in the sink."):
 def test_task_name_and_action_mapping_with_yaw():
     assert task_name_for("Put the pot in the sink.") == "bridge_put_the_pot_in_the_sink"
     assert task_name_for("  ") == "bridge_unlabeled"
-    bridge = np.array([[0.03, 0.0, -0.015, 0.1, 0.2, -0.6, 1.0]])
-    out = map_actions(bridge, BridgeMapping(action_dim=5))
-    np.testing.assert_allclose(out, [[1.0, 0.0, -0.5, 1.0, -1.0]], atol=1e-6)
+    # (dx, dy, dz, droll, dpitch, dyaw, gripper open=1) -> (dx, dy, dz, dyaw, gripper close>0)
+    bridge = np.array([[0.04, 0.0, -0.02, 0.1, 0.2, -0.125, 1.0], [0.0, 0.1, 0.0, 0, 0, 0.6, 0.25]])
+    out = map_actions(bridge, BridgeMapping(action_dim=5, xyz_scale=0.04, rot_scale=0.25))
+    want = [[1.0, 0.0, -0.5, -0.5, -1.0], [0.0, 1.0, 0.0, 1.0, 0.5]]
+    np.testing.assert_allclose(out, want, atol=1e-6)
 
 
 def test_import_numpy_form(tmp_path):

@@ -7,11 +7,12 @@ and converted by one function, :func:`to_episode`, so the mapping lives in one p
   frames are 128x128 in numpy form, 256x256 in RLDS), RGB uint8.
 * **Actions.** Bridge actions are ``(dx, dy, dz, droll, dpitch, dyaw, gripper)``: end-effector
   deltas in metres/radians per step at 5 Hz and an absolute gripper command in [0, 1]
-  (1 = open). Ours are ``(dx, dy, dz, gripper[, dyaw])`` in [-1, 1]:
-  ``xyz = clip(bridge_xyz / xyz_scale, -1, 1)``, ``gripper = 2 * bridge_gripper - 1``
-  (+1 = open, as in the simulator), and with ``action_dim == 5``
-  ``dyaw = clip(bridge_dyaw / rot_scale, -1, 1)``. Roll and pitch deltas are dropped (the
-  WidowX policies here keep the gripper pointing down).
+  (1 = open). Ours are ``(dx, dy, dz, gripper)`` or ``(dx, dy, dz, dyaw, gripper)`` in
+  [-1, 1], as in the simulator: ``xyz = clip(bridge_xyz / xyz_scale, -1, 1)`` with
+  ``xyz_scale`` = metres per step of a full action (``env.max_ee_step``),
+  ``dyaw = clip(bridge_dyaw / rot_scale, -1, 1)`` (``env.max_yaw_step``) and
+  ``gripper = 1 - 2 * bridge_gripper`` (ours: > 0 closes, so Bridge open 1 -> -1, closed
+  0 -> +1). Roll and pitch deltas are dropped (the gripper points down here).
 * **Proprio** is ``(x, y, z, gripper opening)`` from the 7-D state ``(x, y, z, r, p, y, g)``.
 * **Steps.** Frame t and frame t+1 bracket action t. When a trajectory has as many actions as
   frames (RLDS; numpy without ``next_observations``), the last action has no following frame
@@ -55,10 +56,10 @@ class BridgeMapping:
     """Side of the square output images in pixels."""
     action_dim: int = 4
     """4: (dx, dy, dz, gripper); 5 adds the yaw delta."""
-    xyz_scale: float = 0.03
-    """Metres per step that map to action 1.0 (Bridge deltas rarely exceed 3 cm at 5 Hz)."""
-    rot_scale: float = 0.3
-    """Radians per step that map to a yaw action of 1.0 (action_dim 5 only)."""
+    xyz_scale: float = 0.04
+    """Metres per step that map to action 1.0 (the simulator's ``env.max_ee_step``)."""
+    rot_scale: float = 0.25
+    """Radians per step that map to a yaw action of 1.0 (``env.max_yaw_step``; action_dim 5)."""
 
 
 @dataclass
@@ -96,11 +97,12 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
 def map_actions(actions: np.ndarray, mapping: BridgeMapping) -> np.ndarray:
     """(T, 7) Bridge actions -> (T, action_dim) robofume actions in [-1, 1]."""
     xyz = np.clip(actions[:, :3] / mapping.xyz_scale, -1.0, 1.0)
-    grip = np.clip(2.0 * actions[:, 6:7] - 1.0, -1.0, 1.0)
-    parts = [xyz, grip]
-    if mapping.action_dim == 5:
-        parts.append(np.clip(actions[:, 5:6] / mapping.rot_scale, -1.0, 1.0))
-    elif mapping.action_dim != 4:
+    grip = np.clip(1.0 - 2.0 * actions[:, 6:7], -1.0, 1.0)
+    if mapping.action_dim == 4:
+        parts = [xyz, grip]
+    elif mapping.action_dim == 5:
+        parts = [xyz, np.clip(actions[:, 5:6] / mapping.rot_scale, -1.0, 1.0), grip]
+    else:
         raise ValueError(f"action_dim must be 4 or 5, got {mapping.action_dim}")
     return np.concatenate(parts, axis=1).astype(np.float32)
 

@@ -77,8 +77,8 @@ def _import_bridge(args: argparse.Namespace) -> int:
     mapping = BridgeMapping(
         image_size=args.image_size or cfg.env.image_size,
         action_dim=args.action_dim or cfg.env.action_dim,
-        xyz_scale=args.xyz_scale or defaults.xyz_scale,
-        rot_scale=args.rot_scale or defaults.rot_scale,
+        xyz_scale=args.xyz_scale or getattr(cfg.env, "max_ee_step", defaults.xyz_scale),
+        rot_scale=args.rot_scale or getattr(cfg.env, "max_yaw_step", defaults.rot_scale),
     )
     stats = import_bridge(args.src, args.out, fmt=args.format, mapping=mapping, limit=args.limit)
     if args.json:
@@ -132,13 +132,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--xyz-scale",
         type=float,
         default=None,
-        help="metres per step mapped to action 1.0 (default: 0.03)",
+        help="metres per step mapped to action 1.0 (default: env.max_ee_step)",
     )
     p.add_argument(
         "--rot-scale",
         type=float,
         default=None,
-        help="radians per step mapped to yaw action 1.0 (default: 0.3)",
+        help="radians per step mapped to yaw action 1.0 (default: env.max_yaw_step)",
     )
     p.add_argument("--limit", type=int, default=None, help="import at most this many episodes")
     p.add_argument("--json", action="store_true", help="print import stats as JSON")
