@@ -17,6 +17,10 @@ ALPHA = "losses/alpha"
 CQL_ALPHA = "losses/cql_alpha"
 Q_MEAN = "losses/q_mean"
 ENTROPY = "losses/entropy"
+CRITIC_TOTAL = "losses/critic_total"
+ACTOR_RL_LOSS = "losses/actor_rl_loss"
+ALPHA_LOSS = "losses/alpha_loss"
+TARGET_Q_MEAN = "losses/target_q_mean"
 
 # actor: the robot-side loop
 ACTOR_STEPS_PER_SEC = "actor/steps_per_sec"
@@ -48,6 +52,8 @@ REWARD_TRAIN_LOSS = "reward/train_loss"
 # evaluation
 EVAL_SUCCESS_RATE = "eval/success_rate"
 EVAL_EPISODES = "eval/episodes"
+EVAL_PANEL = "eval/panel"
+EVAL_EPISODE_LENGTH = "eval/episode_length"
 
 
 def per_task(tag: str, task: str) -> str:
