@@ -15,10 +15,7 @@ import torch
 from torch import nn
 
 from robofume.config import ExperimentConfig, LearnerConfig
-from robofume.networks import EnsembleCritic, PolicyModel
-
-POLICY_PREFIXES = ("encoder.", "policy.", "task_table")
-"""State-dict entries an actor needs (``get_variables``)."""
+from robofume.networks import POLICY_PREFIXES, EnsembleCritic, PolicyModel
 
 
 @dataclass(frozen=True)

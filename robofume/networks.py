@@ -22,6 +22,8 @@ from torch import nn
 from robofume.config import NetworkConfig
 
 LOG_2 = math.log(2.0)
+POLICY_PREFIXES = ("encoder.", "policy.", "task_table")
+"""State-dict entries of ``PolicyModel``: the variables actors load."""
 
 
 def conv_output_size(image_size: int, strides: tuple[int, ...], kernel: int = 3) -> int:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from robofume.config import ExperimentConfig
-from robofume.networks import PolicyModel, sample_tanh_gaussian
+from robofume.config import ExperimentConfig, load_config
+from robofume.networks import POLICY_PREFIXES, PolicyModel, sample_tanh_gaussian
 
 
 class InferencePolicy:
@@ -30,6 +31,8 @@ class InferencePolicy:
         self.cfg = cfg
         self.device = torch.device(device)
         self.version = -1
+        self.source: Path | None = None
+        """Checkpoint the variables came from (``load_policy``), else None."""
         self.model: PolicyModel | None = None
         self._lock = threading.Lock()
         self._generator = torch.Generator(device=self.device)
@@ -96,3 +99,35 @@ class InferencePolicy:
             noise = torch.randn(mean.shape, generator=self._generator, device=self.device)
             action = sample_tanh_gaussian(mean, log_std, noise)[0]
         return action[0].cpu().numpy().astype(np.float32)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file: ``path`` itself, or the newest under a run/checkpoint directory."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for directory in (path, path / "checkpoints", path / "pretrain" / "checkpoints"):
+        pointer = directory / "latest"
+        if pointer.is_file() and (directory / pointer.read_text().strip()).is_file():
+            return directory / pointer.read_text().strip()
+        found = sorted(directory.glob("ckpt_*.pt"), key=lambda p: int(p.stem.split("_")[-1]))
+        if found:
+            return found[-1]
+    raise FileNotFoundError(f"no checkpoint file (ckpt_<step>.pt) at {path}")
+
+
+def load_policy(path: str | Path, device: str = "cpu") -> InferencePolicy:
+    """An InferencePolicy with the config and weights of a learner checkpoint."""
+    path = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        agent = ckpt["learner"]["agent"]
+        config = ckpt["config"]
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable robofume learner checkpoint: {err}") from err
+    cfg = load_config(overrides=config)
+    variables = {k: v.float().numpy() for k, v in agent.items() if k.startswith(POLICY_PREFIXES)}
+    policy = InferencePolicy(cfg, device=device)
+    policy.load_variables(variables, int(ckpt.get("step", 0)))
+    policy.source = path
+    return policy
