@@ -1,0 +1,139 @@
+"""Dataset generation with the real simulator on a tiny config, and the dataset CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from robofume.cli import main
+from robofume.config import load_config
+from robofume.data import DatasetError, generate_dataset, load_dataset_dir, read_episodes
+
+HOLD = 2
+OVERRIDES = [
+    "--data.workers",
+    "1",
+    "--data.prior_episodes_per_task",
+    "1",
+    "--data.num_prior_tasks",
+    "2",
+    "--data.target_forward_episodes",
+    "2",
+    "--data.target_reset_episodes",
+    "1",
+    "--data.failure_episodes",
+    "4",
+    "--data.hold_steps",
+    str(HOLD),
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    cfg = load_config("smoke", overrides=OVERRIDES)
+    out = tmp_path_factory.mktemp("gen") / "ds"
+    rc = main(["generate", "--preset", "smoke", "--out", str(out), *OVERRIDES])
+    assert rc == 0
+    return cfg, out
+
+
+def test_counts_and_manifest(dataset):
+    cfg, out = dataset
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["episodes"] == {"prior": 2, "target": 3, "failures": 4}
+    assert manifest["counts"]["target"] == {
+        "target_forward/vase_forward": 2,
+        "target_reset/vase_reset": 1,
+    }
+    assert set(manifest["failure_modes"]) == {"aborted", "noisy", "dropped", "wrong_bin"}
+    assert manifest["config_hash"] and manifest["generation_seconds"] > 0
+    expert = manifest["expert"]
+    assert expert["demo_successes"] == 5  # 2 prior + 2 forward + 1 reset kept
+    assert expert["demo_attempts"] >= 5
+    data = load_dataset_dir(out)
+    assert {k: len(v) for k, v in data.items()} == {"prior": 2, "target": 3, "failures": 4}
+    first = data["prior"][0]
+    assert first.images.shape[1:] == (cfg.env.image_size, cfg.env.image_size, 3)
+    assert first.actions.shape[1] == cfg.env.action_dim
+
+
+def test_demos_end_in_success_and_failures_never_succeed(dataset):
+    cfg, out = dataset
+    data = load_dataset_dir(out, discount=0.9)
+    for ep in data["prior"] + data["target"]:
+        assert len(ep) <= cfg.env.max_episode_steps
+        assert ep.success[-(HOLD + 1) :].all(), ep.task  # the last 3 frames show success
+        assert ep.terminals[-1] and not ep.terminals[:-1].any()
+        np.testing.assert_array_equal(ep.rewards, ep.success.astype(np.float32))
+        assert ep.mc_returns is not None and ep.mc_returns[-1] == 1.0
+    for ep in data["failures"]:
+        assert ep.kind == "failure" and ep.task in ("vase_forward", "vase_reset")
+        assert not ep.success.any() and not ep.terminals.any()
+        assert ep.meta["failure_mode"] in ("aborted", "noisy", "dropped", "wrong_bin")
+        assert not ep.mc_returns.any()
+
+
+def test_reset_demo_starts_where_its_forward_demo_ended(dataset):
+    _, out = dataset
+    target = read_episodes(out / "target.hdf5")
+    forward = {e.meta["pair"]: e for e in target if e.kind == "target_forward"}
+    resets = [e for e in target if e.kind == "target_reset"]
+    assert len(forward) == 2 and len(resets) == 1
+    for rst in resets:
+        fwd = forward[rst.meta["pair"]]
+        np.testing.assert_array_equal(rst.images[0], fwd.images[-1])
+        np.testing.assert_array_equal(rst.proprio[0], fwd.proprio[-1])
+        assert rst.language != fwd.language
+
+
+def test_inspect_json_and_render(dataset, capsys, tmp_path):
+    _, out = dataset
+    assert main(["inspect", str(out / "target.hdf5"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["episodes"] == 3
+    assert summary["kinds"] == {"target_forward": 2, "target_reset": 1}
+    assert summary["tasks"]["vase_forward"]["success_rate"] == 1.0
+    assert summary["image_shape"] == [32, 32, 3]
+    assert main(["inspect", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"]["failures"]["success_rate"] == 0.0
+    png, gif = tmp_path / "strip.png", tmp_path / "ep.gif"
+    assert main(["render", str(out / "target.hdf5"), "--episode", "0", "--out", str(png)]) == 0
+    assert (
+        main(["render", str(out / "failures.hdf5"), "--episode", "1", "--gif", "--out", str(gif)])
+        == 0
+    )
+    import imageio.v2 as imageio
+
+    strip = imageio.imread(png)
+    assert strip.shape[0] == 32 + 4 and strip.shape[2] == 3
+    n_frames = len(read_episodes(out / "failures.hdf5")[1].images)
+    assert len(imageio.mimread(gif)) == n_frames
+    assert main(["render", str(out / "target.hdf5"), "--episode", "9"]) == 1  # out of range
+
+
+def test_missing_dataset_dir_says_how_to_make_one(tmp_path):
+    with pytest.raises(DatasetError, match=r"run `robofume generate --preset .* --out"):
+        load_dataset_dir(tmp_path / "nothing")
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / "prior.hdf5").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"missing target\.hdf5, failures\.hdf5, manifest\.json"):
+        load_dataset_dir(tmp_path / "partial")
+
+
+def test_generation_is_deterministic_across_worker_counts(tmp_path, dataset):
+    _, out = dataset
+    small = load_config("smoke", overrides=[*OVERRIDES, "--data.workers", "2"])
+    other = generate_dataset(small, tmp_path / "again")
+    for part in ("prior", "target", "failures"):
+        a = read_episodes(out / f"{part}.hdf5")
+        b = read_episodes(other / f"{part}.hdf5")
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x.images, y.images)
+            np.testing.assert_array_equal(x.actions, y.actions)
+            assert x.meta == y.meta
+    manifest = json.loads((other / "manifest.json").read_text())
+    assert manifest["workers"] == 2
+    assert manifest["config_hash"] == json.loads((out / "manifest.json").read_text())["config_hash"]
