@@ -29,7 +29,11 @@ class EnvConfig:
     control_hz: float = 5.0
     """Control frequency of end-effector delta actions."""
     action_dim: int = 4
-    """Action size: (dx, dy, dz, gripper) in [-1, 1]; 5 adds a wrist rotation."""
+    """Action size: 4 = (dx, dy, dz, gripper) in [-1, 1]; 5 = (dx, dy, dz, dyaw, gripper)."""
+    max_ee_step: float = 0.04
+    """End-effector displacement (m) per step for a full action (|dx| = 1); 0.2 m/s at 5 Hz."""
+    max_yaw_step: float = 0.25
+    """Gripper rotation (rad) per step for a full dyaw action (action_dim 5 only)."""
     max_episode_steps: int = 150
     """Step limit of one episode (forward or reset) before the instruction switches."""
     render_backend: Literal["egl", "osmesa", "glfw"] = "egl"

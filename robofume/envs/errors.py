@@ -1,0 +1,7 @@
+"""Errors raised by the robofume environments."""
+
+from __future__ import annotations
+
+
+class InvalidActionError(ValueError):
+    """An action that is not a finite real vector of the action shape; nothing was applied."""
