@@ -194,7 +194,7 @@ def load_groups(data_dir: str | Path, cfg: RewardConfig) -> dict[str, list[Episo
 
     root = Path(data_dir)
     if not root.is_dir():
-        raise DatasetError(f"dataset directory {root} does not exist")
+        raise DatasetError(root, "dataset directory does not exist")
     wanted = ["target", "failures"] + (["prior"] if cfg.include_prior else [])
     groups: dict[str, list[Episode]] = {}
     for group in wanted:
@@ -203,7 +203,7 @@ def load_groups(data_dir: str | Path, cfg: RewardConfig) -> dict[str, list[Episo
             if group == "failures":
                 log.warning("%s is missing: training without failure images", path)
                 continue
-            raise DatasetError(f"{path} is missing (needed for reward-model {group} frames)")
+            raise DatasetError(path, f"missing (needed for the reward model's {group} frames)")
         groups[group] = read_episodes(path)
     return groups
 
