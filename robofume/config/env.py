@@ -19,6 +19,25 @@ class SceneVariation:
 
 
 @dataclass(frozen=True)
+class WidowXConfig:
+    """The real WidowX 250 through ``interbotix_xs_modules`` (env.kind: widowx)."""
+
+    robot_model: str = "wx250s"
+    """Interbotix robot model (``wx250s``: 6 DoF; ``wx250``: 5 DoF, then action_dim must be 4)."""
+    home: tuple[float, float, float] = (0.30, 0.0, 0.15)
+    """End-effector position (m) that ``reset()`` moves to (inside the workspace bounds)."""
+    pitch: float = 1.57
+    """Gripper pitch (rad) held throughout; 1.57 points the gripper down."""
+    reset_moving_time: float = 1.5
+    """Seconds the arm takes to move home on ``reset()``."""
+    max_effort: float = 0.0
+    """Joint effort (mA, from the joint states) counted as an overload (0: only the motors'
+    own Hardware_Error_Status flags)."""
+    languages: dict[str, str] = field(default_factory=dict)
+    """Instructions of real-robot tasks not in the simulated task registry, keyed by name."""
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     """The robot environment: the MuJoCo tabletop or the real WidowX 250."""
 
@@ -46,3 +65,5 @@ class EnvConfig:
     """Lower end-effector bound (x, y, z) in metres; leaving it triggers a safe stop."""
     workspace_high: tuple[float, float, float] = (0.45, 0.25, 0.30)
     """Upper end-effector bound (x, y, z) in metres."""
+    widowx: WidowXConfig = field(default_factory=WidowXConfig)
+    """Real robot only: arm model, home pose, overload threshold, task instructions."""

@@ -14,13 +14,26 @@ class ReplayConfig:
     min_size_to_sample: int = 256
     """Online transitions needed before the learner samples."""
     samples_per_insert_tolerance: float = 0.25
-    """Rate limiter slack, as a fraction of the UTD target, before blocking."""
+    """Learner-side slack of the UTD rate limiter: the learner may sample this fraction of
+    min_size_to_sample steps' worth of samples beyond the UTD target before sampling blocks
+    (at least two steps' worth)."""
+    insert_lead_steps: int = 0
+    """Actor-side slack: environment steps the actors may insert beyond what the learner has
+    consumed at the UTD target before inserts block (0: online_max_size)."""
     checkpoint_every_s: float = 300.0
     """Seconds between Reverb checkpoints (0 = off)."""
     checkpoint_dir: str = ""
     """Where checkpoints go (empty: <run_dir>/replay)."""
+    keep_checkpoints: int = 2
+    """Newest Reverb checkpoints kept on disk; older ones are deleted."""
     prefetch: int = 2
     """Batches the learner's sampler prefetches."""
+    flush_every: int = 32
+    """Items between flushes of the actor's trajectory writer."""
+    rpc_timeout_s: float = 10.0
+    """Deadline of one replay call (reachability check, flush, weights transfer)."""
+    sample_timeout_s: float = 2.0
+    """How long the sampler waits on the rate limiter before reporting 'waiting for data'."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,9 @@ class ActorConfig:
     """Environment steps to collect (0 = until stopped)."""
     policy_device: str = "cpu"
     """Where the actor runs the policy."""
+    policy_threads: int = 1
+    """CPU threads for the policy (torch.set_num_threads; 0 leaves torch's default). One
+    image per tick gains nothing from more, and spare threads only add tick jitter."""
     weights_poll_s: float = 1.0
     """How often the background thread checks for newer policy weights."""
     reward_deadline_s: float = 2.0
@@ -67,5 +83,8 @@ class ActorConfig:
     """Serve the intervention endpoint on loopback at deploy.control_port + actor id."""
     report_every_s: float = 5.0
     """Seconds between TensorBoard scalars and the status heartbeat file."""
+    tick_hz: float = 0.0
+    """Control-loop rate (0: env.control_hz, the robot's rate; a simulated actor may tick
+    faster or, with a negative value, as fast as it can)."""
     shutdown_timeout_s: float = 10.0
     """On stop, how long to keep delivering before undelivered episodes are spilled to disk."""
