@@ -30,6 +30,9 @@ class WidowXConfig:
     """Gripper pitch (rad) held throughout; 1.57 points the gripper down."""
     reset_moving_time: float = 1.5
     """Seconds the arm takes to move home on ``reset()``."""
+    settle_fraction: float = 0.8
+    """``step()`` reads camera and joints this fraction of the control period after sending
+    the command (the rest of the tick is left for the policy)."""
     max_effort: float = 0.0
     """Joint effort (mA, from the joint states) counted as an overload (0: only the motors'
     own Hardware_Error_Status flags)."""
