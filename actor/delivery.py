@@ -1,0 +1,381 @@
+"""Ordered, loss-free delivery of closed segments to replay: labels first, then Reverb.
+
+Closed segments enter with :meth:`DeliveryQueue.put` (tick thread, O(1), never blocks). A
+*spooler* thread keeps at most ``memory_limit`` of them in memory and spills the newer ones to
+``spill_dir`` as ``.npz`` files (reading them back in order as memory frees up). A *sender*
+thread takes the oldest segment, waits (bounded) for its outstanding labels, asks again for
+the ones that never arrived, splits it into episodes with MC returns and writes them to the
+sink. While replay or the reward server is unreachable the segment stays at the head and the
+sender backs off; nothing is dropped and order is kept. Segments left at shutdown are spilled
+and picked up by the next start with the same spill directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from actor.episodes import Segment, finalize, load_segment, save_segment
+from actor.labels import LabelTracker
+from robofume.types import Episode
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 30.0
+
+
+class EpisodeSink(Protocol):
+    """What the actor needs from :class:`replay.writer.EpisodeWriter`."""
+
+    def write(self, episode: Episode) -> None:
+        """Insert one episode; raise ReplayUnavailableError when the server is unreachable."""
+
+
+def _is_unavailable(err: BaseException) -> bool:
+    """Unreachable-server errors are retried; anything else means the episode is refused."""
+    names = {c.__name__ for c in type(err).__mro__}
+    return bool(names & {"ReplayUnavailableError", "ConnectionError", "TimeoutError"})
+
+
+class DeliveryQueue:
+    def __init__(
+        self,
+        sink_factory: Callable[[], EpisodeSink],
+        tracker: LabelTracker | None,
+        *,
+        spill_dir: str | Path,
+        memory_limit: int,
+        label_wait_s: float,
+        retry_s: float,
+        discount: float,
+        address: str = "replay",
+        on_finalized: Callable[[Segment, list[Episode]], None] | None = None,
+    ):
+        self._sink_factory = sink_factory
+        self._sink: EpisodeSink | None = None
+        self._tracker = tracker
+        self.spill_dir = Path(spill_dir)
+        self.memory_limit = max(1, memory_limit)
+        self.label_wait_s = label_wait_s
+        self.retry_s = retry_s
+        self.discount = discount
+        self.address = address
+        self._on_finalized = on_finalized
+        self._cond = threading.Condition()
+        self._incoming: deque[Segment] = deque()
+        self._memory: deque[Segment] = deque()
+        self._disk: deque[Path] = deque()
+        self._from_disk: dict[int, Path] = {}
+        self._stop = threading.Event()
+        self._closing = False
+        self._finalized: dict[int, list[Episode]] = {}
+        self.delivered_segments = 0
+        self.delivered_episodes = 0
+        self.spilled_total = 0
+        self.rejected = 0
+        self.replay_down_since: float | None = None
+        self.labels_down_since: float | None = None
+        self.last_error = ""
+        self._threads = [
+            threading.Thread(target=self._spool, name="actor-spooler", daemon=True),
+            threading.Thread(target=self._send, name="actor-sender", daemon=True),
+        ]
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def recover(self) -> tuple[int, int]:
+        """Queue segments spilled by an earlier run; returns (next seq, next step id)."""
+        files = sorted(self.spill_dir.glob("seg_*.npz"))
+        next_seq, next_step = 0, 0
+        for path in files:
+            try:
+                with np.load(path) as data:
+                    ids = data["step_ids"]
+                seq = int(path.stem.split("_")[1])
+            except Exception as err:
+                log.error("cannot read spilled episode %s (%s); left in place", path, err)
+                continue
+            self._disk.append(path)
+            next_seq = max(next_seq, seq + 1)
+            if ids.size:
+                next_step = max(next_step, int(ids.max()) + 1)
+        if self._disk:
+            log.info(
+                "found %d undelivered episode(s) in %s; delivering them first",
+                len(self._disk),
+                self.spill_dir,
+            )
+        return next_seq, next_step
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def put(self, segment: Segment) -> None:
+        """Hand over a closed segment (non-blocking)."""
+        segment.closed_at = segment.closed_at or time.monotonic()
+        with self._cond:
+            self._incoming.append(segment)
+            self._cond.notify_all()
+
+    @property
+    def pending(self) -> int:
+        """Segments not yet delivered (in memory, on disk or just handed over)."""
+        with self._cond:
+            return len(self._incoming) + len(self._memory) + len(self._disk)
+
+    @property
+    def spilled(self) -> int:
+        with self._cond:
+            return len(self._disk)
+
+    @property
+    def replay_reachable(self) -> bool:
+        return self.replay_down_since is None
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until everything handed over is delivered (or the timeout passes)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._incoming or self._memory or self._disk:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.1))
+        return True
+
+    def close(self, timeout: float) -> int:
+        """Deliver for up to ``timeout`` s, then spill what is left; returns segments spilled."""
+        self.wait_idle(timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=max(5.0, self.retry_s * 2))
+        with self._cond:
+            left = list(self._memory) + list(self._incoming)
+            self._memory.clear()
+            self._incoming.clear()
+        for seg in left:
+            self._merge_labels(seg)
+            path = self._from_disk.pop(seg.seq, None)
+            save_segment(seg, path or self._path(seg.seq))
+        n = len(left) + len(self._disk)
+        if n:
+            log.warning(
+                "%d undelivered episode(s) kept in %s for the next start", n, self.spill_dir
+            )
+        return n
+
+    # --- spooler: memory bound and disk spill -------------------------------------------
+    def _path(self, seq: int) -> Path:
+        return self.spill_dir / f"seg_{seq:09d}.npz"
+
+    def _spool(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                while not self._stop.is_set() and not self._spool_work():
+                    self._cond.wait(0.2)
+                if self._stop.is_set():
+                    return
+                seg = self._incoming.popleft() if self._incoming else None
+                to_memory = (
+                    seg is not None and not self._disk and (len(self._memory) < self.memory_limit)
+                )
+                if to_memory:
+                    self._memory.append(seg)
+                    self._cond.notify_all()
+                    continue
+                refill = self._disk[0] if seg is None else None
+            if seg is not None:
+                self._merge_labels(seg)
+                path = save_segment(seg, self._path(seg.seq))
+                with self._cond:
+                    self._disk.append(path)
+                    self.spilled_total += 1
+                    self._cond.notify_all()
+                log.warning(
+                    "%s; %d episodes buffered in memory, %d spilled to %s",
+                    self._blocked_reason(),
+                    len(self._memory),
+                    len(self._disk),
+                    self.spill_dir,
+                )
+            elif refill is not None:
+                try:
+                    loaded = load_segment(refill)
+                except ValueError as err:
+                    log.error("%s; moved aside, nothing else affected", err)
+                    refill.rename(refill.with_suffix(".bad"))
+                    loaded = None
+                with self._cond:
+                    self._disk.popleft()
+                    if loaded is not None:
+                        self._memory.append(loaded)
+                        self._from_disk[loaded.seq] = refill
+                    self._cond.notify_all()
+
+    def _blocked_reason(self) -> str:
+        if self.replay_down_since is not None:
+            return f"replay unreachable at {self.address}"
+        if self.labels_down_since is not None:
+            return "reward server unreachable (episodes wait for labels)"
+        return "delivery behind"
+
+    def _spool_work(self) -> bool:
+        if self._incoming:
+            return True
+        return bool(self._disk) and len(self._memory) < max(1, self.memory_limit // 2)
+
+    # --- sender: labels, finalisation, sink ---------------------------------------------
+    def _merge_labels(self, seg: Segment) -> int:
+        """Copy returned labels into the segment; returns how many are still in flight."""
+        missing = seg.missing()
+        if not missing or self._tracker is None:
+            return 0
+        found, pending = self._tracker.lookup([seg.step_ids[i] for i in missing])
+        for i in missing:
+            label = found.get(seg.step_ids[i])
+            if label is not None:
+                seg.set_label(i, label.prob, label.decision)
+        return pending
+
+    def _label(self, seg: Segment) -> bool:
+        """Make sure every step of ``seg`` has a label; False to retry later."""
+        pending = self._merge_labels(seg)
+        missing = seg.missing()
+        if not missing:
+            return True
+        waited = time.monotonic() - seg.closed_at if seg.closed_at else float("inf")
+        if pending and waited < self.label_wait_s:
+            return False
+        if self._tracker is None:
+            raise RuntimeError(f"segment {seg.seq} has no labels and no reward client")
+        frames = np.stack([seg.images[i + 1] for i in missing])
+        ids = [seg.step_ids[i] for i in missing]
+        try:
+            labels = self._tracker.relabel(frames, seg.task, ids)
+        except Exception as err:
+            if self.labels_down_since is None:
+                self.labels_down_since = time.monotonic()
+            self.last_error = f"reward: {err}"
+            with self._cond:
+                n = sum(len(s.missing()) for s in self._memory)
+            log.warning(
+                "reward server unreachable (%s); %d episodes (%d transitions) wait for labels, "
+                "%d spilled to %s",
+                err,
+                self.pending,
+                n,
+                self.spilled,
+                self.spill_dir,
+            )
+            return False
+        for i, label in zip(missing, labels, strict=True):
+            seg.set_label(i, label.prob, label.decision)
+        if self.labels_down_since is not None:
+            log.info("reward server answers again; labelling the buffered episodes")
+            self.labels_down_since = None
+        return True
+
+    def _write(self, seg: Segment, episodes: list[Episode]) -> bool:
+        """Write the pieces not yet delivered; False to retry later."""
+        try:
+            if self._sink is None:
+                self._sink = self._sink_factory()
+            while seg.pieces_delivered < len(episodes):
+                self._sink.write(episodes[seg.pieces_delivered])
+                seg.pieces_delivered += 1
+        except Exception as err:
+            if not _is_unavailable(err):
+                raise
+            if self.replay_down_since is None:
+                self.replay_down_since = time.monotonic()
+            self.last_error = f"replay: {err}"
+            log.warning(
+                "replay unreachable at %s (%s); %d episodes buffered, %d spilled to %s",
+                self.address,
+                err,
+                self.pending,
+                self.spilled,
+                self.spill_dir,
+            )
+            return False
+        if self.replay_down_since is not None:
+            down = time.monotonic() - self.replay_down_since
+            log.info(
+                "replay at %s reachable again after %.1f s; delivering %d buffered episode(s)",
+                self.address,
+                down,
+                self.pending,
+            )
+            self.replay_down_since = None
+        return True
+
+    def _send(self) -> None:
+        backoff = self.retry_s
+        while not self._stop.is_set():
+            with self._cond:
+                while not self._memory and not self._stop.is_set():
+                    self._cond.wait(0.2)
+                if self._stop.is_set():
+                    return
+                seg = self._memory[0]
+            try:
+                ok = self._deliver(seg)
+            except Exception as err:
+                self._reject(seg, err)
+                ok = True
+            if ok:
+                backoff = self.retry_s
+                with self._cond:
+                    self._memory.popleft()
+                    self._cond.notify_all()
+                path = self._from_disk.pop(seg.seq, None)
+                if path is not None:
+                    path.unlink(missing_ok=True)
+                if self._tracker is not None:
+                    self._tracker.forget(seg.step_ids)
+            elif self.replay_down_since or self.labels_down_since:
+                self._stop.wait(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+            else:
+                self._stop.wait(0.02)  # labels still in flight
+
+    def _deliver(self, seg: Segment) -> bool:
+        episodes = self._finalized.get(seg.seq)
+        if episodes is None:
+            if not self._label(seg):
+                return False
+            episodes = finalize(seg, self.discount)
+            self._finalized[seg.seq] = episodes
+            if self._on_finalized is not None:
+                self._on_finalized(seg, episodes)
+        if not self._write(seg, episodes):
+            return False
+        del self._finalized[seg.seq]
+        self.delivered_segments += 1
+        self.delivered_episodes += len(episodes)
+        return True
+
+    def _reject(self, seg: Segment, err: Exception) -> None:
+        """An episode the sink refuses for good: keep it on disk, name it, go on."""
+        self.rejected += 1
+        self._finalized.pop(seg.seq, None)
+        path = self.spill_dir / "rejected" / f"seg_{seg.seq:09d}.npz"
+        save_segment(seg, path)
+        log.error(
+            "replay refused episode %d (%s, %d steps): %s; kept in %s",
+            seg.seq,
+            seg.task,
+            len(seg),
+            err,
+            path,
+        )

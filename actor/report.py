@@ -1,0 +1,164 @@
+"""TensorBoard scalars and the status heartbeat of one actor, written off the tick thread."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actor.episodes import Segment
+from robofume import metrics as M
+from robofume.status import write_status
+from robofume.types import Episode
+
+log = logging.getLogger(__name__)
+
+
+class Reporter:
+    """Collects per-episode results (from the delivery thread) and periodic counters."""
+
+    def __init__(
+        self,
+        name: str,
+        run_dir: str | Path,
+        snapshot: Callable[[], dict[str, Any]],
+        every_s: float,
+        tb_dir: str | Path | None = None,
+    ):
+        self.name = name
+        self.run_dir = Path(run_dir)
+        self.snapshot = snapshot
+        self.every_s = every_s
+        self.tb_dir = Path(tb_dir) if tb_dir else None
+        self._events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self._recent: dict[str, deque[float]] = {}
+        self._confusion = np.zeros(4, dtype=np.int64)  # fp, negatives, fn, positives
+        self.episodes_delivered: dict[str, int] = {}
+        self.gt_success: dict[str, list[int]] = {}
+        self._writer: Any = None
+        self._last: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="actor-report", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30.0)
+        self.report()
+        if self._writer is not None:
+            self._writer.close()
+
+    # --- called by the delivery thread when a segment's labels are complete -------------
+    def on_finalized(self, seg: Segment, episodes: list[Episode]) -> None:
+        main = episodes[0]
+        event = {
+            "task": seg.task,
+            "step": seg.step_ids[-1] + 1,
+            "length": len(main),
+            "return": float(main.rewards.sum()),
+            "predicted_success": bool(main.terminals[-1]),
+            "pieces": len(episodes),
+        }
+        if seg.meta.get("ground_truth"):
+            gt = np.asarray(seg.gt_success, bool)
+            pred = np.asarray(seg.decisions) == 1.0
+            event["gt_success"] = bool(gt.any())
+            self._confusion += [
+                int((pred & ~gt).sum()),
+                int((~gt).sum()),
+                int((~pred & gt).sum()),
+                int(gt.sum()),
+            ]
+        self._events.put(event)
+
+    # --- reporting thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.report()
+            except Exception:  # reporting must never take the actor down
+                log.exception("actor report failed")
+
+    def _tb(self) -> Any:
+        if self._writer is None and self.tb_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb_dir.mkdir(parents=True, exist_ok=True)
+            self._writer = SummaryWriter(str(self.tb_dir))
+        return self._writer
+
+    def report(self) -> dict[str, Any]:
+        snap = self.snapshot()
+        step = int(snap.get("steps", 0))
+        writer = self._tb()
+        while True:
+            try:
+                ev = self._events.get_nowait()
+            except queue.Empty:
+                break
+            task = ev["task"]
+            self.episodes_delivered[task] = self.episodes_delivered.get(task, 0) + 1
+            if writer is not None:
+                writer.add_scalar(M.per_task(M.EPISODE_RETURN, task), ev["return"], ev["step"])
+                writer.add_scalar(M.per_task(M.EPISODE_LENGTH, task), ev["length"], ev["step"])
+                writer.add_scalar(M.EPISODE_RETURN, ev["return"], ev["step"])
+                writer.add_scalar(M.EPISODE_LENGTH, ev["length"], ev["step"])
+            if "gt_success" in ev:
+                recent = self._recent.setdefault(task, deque(maxlen=20))
+                recent.append(float(ev["gt_success"]))
+                counts = self.gt_success.setdefault(task, [0, 0])
+                counts[0] += int(ev["gt_success"])
+                counts[1] += 1
+                if writer is not None:
+                    writer.add_scalar(M.per_task(M.SUCCESS_RATE, task), np.mean(recent), ev["step"])
+        fp, neg, fn, pos = (int(x) for x in self._confusion)
+        snap["reward_model"] = {
+            "false_positive_rate": fp / neg if neg else None,
+            "false_negative_rate": fn / pos if pos else None,
+            "transitions": neg + pos,
+        }
+        snap["episodes_delivered"] = dict(self.episodes_delivered)
+        snap["ground_truth_success"] = {
+            t: {"successes": c[0], "episodes": c[1]} for t, c in self.gt_success.items()
+        }
+        if writer is not None:
+            scalars = {
+                M.ACTOR_STEPS_PER_SEC: snap.get("steps_per_sec"),
+                M.ACTOR_TICK_JITTER_MS: snap.get("tick_jitter_p99_ms"),
+                M.ACTOR_POLICY_LAG: snap.get("policy_lag"),
+                M.ACTOR_POLICY_VERSION: snap.get("policy_version"),
+                M.ACTOR_LABEL_LAG_STEPS: snap.get("label_lag_steps_mean"),
+                M.ACTOR_INTERVENTIONS: snap.get("interventions"),
+                M.ACTOR_HUMAN_RESETS: snap.get("human_resets"),
+                M.ACTOR_PENDING_EPISODES: snap.get("pending_episodes"),
+                M.REWARD_FALSE_POSITIVE_RATE: snap["reward_model"]["false_positive_rate"],
+                M.REWARD_FALSE_NEGATIVE_RATE: snap["reward_model"]["false_negative_rate"],
+            }
+            for tag, value in scalars.items():
+                if value is not None:
+                    writer.add_scalar(tag, float(value), step)
+            writer.flush()
+        write_status(self.run_dir, self.name, snap)
+        self._last = snap
+        return snap
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        return self._last
+
+
+def window_rate(history: deque[tuple[float, int]], now: float, steps: int) -> float | None:
+    """Steps per second over the recorded window (appends the current sample)."""
+    history.append((now, steps))
+    if len(history) < 2:
+        return None
+    (t0, s0), (t1, s1) = history[0], history[-1]
+    return (s1 - s0) / (t1 - t0) if t1 > t0 else None

@@ -1,0 +1,234 @@
+"""``run_actor``: wire the reset-free loop to its environment, policy, reward server and replay.
+
+Every dependency can be injected (tests, benchmarks, other transports); by default they come
+from the config: ``make_env`` (or the WidowX adapter), ``InferencePolicy``, ``RewardClient``
+on ``deploy.reward_addresses``, and Reverb's ``EpisodeWriter`` / ``WeightsClient`` on
+``deploy.replay_address``. Works on the robot PC (main thread: SIGUSR1 and the keyboard work)
+or on a thread inside a Ray actor (``run_actor(cfg, stop_event, actor_id=i)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actor.control import Commands, ControlServer, install_signal_handler, start_keyboard
+from actor.delivery import DeliveryQueue, EpisodeSink
+from actor.labels import Labeller, LabelTracker
+from actor.loop import Actor, ResetFreeLoop
+from actor.report import Reporter, window_rate
+from actor.scheduler import TickScheduler
+from actor.weights import Policy, WeightsPuller, WeightsSource
+from robofume.config import ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+
+def make_actor_env(cfg: ExperimentConfig, seed: int) -> Any:
+    """The simulator or, with ``env.kind: widowx``, the real robot."""
+    if cfg.env.kind == "widowx":
+        from robofume.envs.widowx import WidowXEnv
+
+        return WidowXEnv(cfg.env, task=cfg.actor.forward_task)
+    from robofume.envs import make_env
+
+    return make_env(cfg.env, task=cfg.actor.forward_task, seed=seed)
+
+
+def tick_rate(cfg: ExperimentConfig) -> float:
+    """Ticks per second of the control loop (0: as fast as possible)."""
+    hz = cfg.actor.tick_hz or cfg.env.control_hz
+    return max(0.0, hz)
+
+
+def _default_labeller(cfg: ExperimentConfig) -> Labeller:
+    from robofume.reward_client import RewardClient
+
+    return RewardClient(cfg.deploy.reward_addresses, cfg)
+
+
+def _default_sink(cfg: ExperimentConfig) -> Callable[[], EpisodeSink]:
+    def make() -> EpisodeSink:
+        from replay.writer import EpisodeWriter
+
+        return EpisodeWriter(cfg.deploy.replay_address)
+
+    return make
+
+
+def _default_weights(cfg: ExperimentConfig) -> WeightsSource:
+    from replay.weights import WeightsClient
+
+    return WeightsClient(cfg.deploy.replay_address)
+
+
+def run_actor(
+    cfg: ExperimentConfig,
+    stop_event: threading.Event | None = None,
+    *,
+    actor_id: int = 0,
+    max_steps: int | None = None,
+    env: Any = None,
+    policy: Policy | None = None,
+    labeller: Labeller | None = None,
+    sink_factory: Callable[[], EpisodeSink] | None = None,
+    weights: WeightsSource | None = None,
+    commands: Commands | None = None,
+    on_loop: Callable[[ResetFreeLoop], None] | None = None,
+) -> dict[str, Any]:
+    """Run actor ``actor_id`` until ``max_steps`` (default ``actor.total_steps``; 0 = until
+    stopped), a ``stop`` command or ``stop_event``. Returns the final status dict.
+
+    Status: ``<run_dir>/status/actor_<id>.json`` every ``actor.report_every_s``;
+    TensorBoard: ``<run_dir>/tb/actor_<id>``; spill: ``actor.spill_dir`` (default
+    ``<run_dir>/spill``) ``/actor_<id>``; control endpoint: 127.0.0.1:``control_port + id``.
+    """
+    a = cfg.actor
+    name = f"actor_{actor_id}"
+    seed = a.seed + actor_id
+    run_dir = Path(cfg.deploy.run_dir)
+    spill_dir = Path(a.spill_dir or run_dir / "spill") / name
+    stop_event = stop_event or threading.Event()
+    if a.policy_threads > 0:
+        import torch
+
+        torch.set_num_threads(a.policy_threads)
+    if policy is None:
+        from robofume.policy import InferencePolicy
+
+        policy = InferencePolicy(cfg, device=a.policy_device, seed=seed)
+    if labeller is None and not a.use_ground_truth_reward:
+        labeller = _default_labeller(cfg)
+    weights = weights if weights is not None else _default_weights(cfg)
+    own_env = env is None
+    env = make_actor_env(cfg, seed) if own_env else env
+
+    puller = WeightsPuller(weights, policy, cfg.hash, a.weights_poll_s, cfg.deploy.replay_address)
+    actor = Actor(
+        policy,
+        None,
+        puller,
+        ground_truth_reward=a.use_ground_truth_reward,
+        meta={"actor_id": actor_id, "config_hash": cfg.hash},
+    )
+    tracker = None
+    if labeller is not None and not a.use_ground_truth_reward:
+        tracker = LabelTracker(labeller, step_clock=lambda: actor.next_step_id)
+    actor.tracker = tracker
+    scheduler = TickScheduler(tick_rate(cfg))
+    commands = commands or Commands()
+    reporter: Reporter | None = None
+    delivery = DeliveryQueue(
+        sink_factory or _default_sink(cfg),
+        tracker,
+        spill_dir=spill_dir,
+        memory_limit=a.local_buffer_episodes,
+        label_wait_s=a.label_wait_s,
+        retry_s=a.retry_s,
+        discount=cfg.learner.discount,
+        address=cfg.deploy.replay_address,
+        on_finalized=lambda seg, eps: reporter.on_finalized(seg, eps) if reporter else None,
+    )
+    actor.next_seq, actor.next_step_id = delivery.recover()
+    loop = ResetFreeLoop(cfg, env, actor, delivery, commands, scheduler)
+    if on_loop is not None:
+        on_loop(loop)
+
+    server: ControlServer | None = None
+    history: deque[tuple[float, int]] = deque(maxlen=32)
+
+    def snapshot() -> dict[str, Any]:
+        snap = loop.snapshot()
+        lags = list(tracker.lags) if tracker is not None else []
+        snap.update(
+            actor_id=actor_id,
+            config_hash=cfg.hash,
+            policy_version=int(policy.version),
+            learner_version=puller.learner_version,
+            policy_lag=puller.policy_lag,
+            weights_refused=sorted(puller.refused),
+            label_lag_steps_mean=float(np.mean(lags[-1000:])) if lags else None,
+            label_lag_steps_max=int(max(lags[-1000:])) if lags else None,
+            tick_jitter_p50_ms=scheduler.jitter_ms(50, last=1000),
+            tick_jitter_p99_ms=scheduler.jitter_ms(99, last=1000),
+            tick_overruns=scheduler.overruns,
+            tick_hz=tick_rate(cfg),
+            steps_per_sec=window_rate(history, time.monotonic(), loop.steps),
+            pending_episodes=delivery.pending,
+            spilled_episodes=delivery.spilled,
+            delivered_segments=delivery.delivered_segments,
+            delivered_episodes=delivery.delivered_episodes,
+            rejected_episodes=delivery.rejected,
+            spill_dir=str(spill_dir),
+            replay={
+                "address": cfg.deploy.replay_address,
+                "reachable": delivery.replay_reachable,
+                "weights_reachable": puller.reachable,
+            },
+            reward={
+                "addresses": list(cfg.deploy.reward_addresses),
+                "reachable": tracker.reachable if tracker else None,
+                "failures": tracker.failures if tracker else 0,
+            },
+            control_port=server.port if server else None,
+            last_error=delivery.last_error
+            or puller.last_error
+            or (tracker.last_error if tracker else ""),
+        )
+        return snap
+
+    reporter = Reporter(name, run_dir, snapshot, a.report_every_s, tb_dir=run_dir / "tb" / name)
+    restore_signal = install_signal_handler(commands)
+    try:
+        if a.control_rpc:
+            port = cfg.deploy.control_port + actor_id if cfg.deploy.control_port else 0
+            server = ControlServer(commands, port, snapshot, cfg.deploy.token).start()
+        if a.keyboard:
+            start_keyboard(commands)
+        delivery.start()
+        puller.start()
+        reporter.start()
+        if not puller.wait_for_first(a.initial_weights_timeout_s):
+            log.warning(
+                "no policy weights at %s after %.0f s; holding until they arrive",
+                cfg.deploy.replay_address,
+                a.initial_weights_timeout_s,
+            )
+        log.info(
+            "%s: %s <-> %s at %.1f Hz, replay %s, reward %s",
+            name,
+            a.forward_task,
+            a.reset_task,
+            tick_rate(cfg),
+            cfg.deploy.replay_address,
+            "ground truth" if tracker is None else ",".join(cfg.deploy.reward_addresses),
+        )
+        loop.run(a.total_steps if max_steps is None else max_steps, stop_event)
+    finally:
+        puller.stop()
+        left = delivery.close(a.shutdown_timeout_s)
+        if left:
+            log.warning("%s stopped with %d episode(s) spilled to %s", name, left, spill_dir)
+        reporter.close()
+        if server is not None:
+            server.close()
+        if restore_signal is not None:
+            restore_signal()
+        if own_env:
+            env.close()
+    final = reporter.last or snapshot()
+    log.info(
+        "%s done: %d steps, %d episodes delivered, %d interventions",
+        name,
+        final["steps"],
+        final["delivered_episodes"],
+        final["interventions"],
+    )
+    return final
