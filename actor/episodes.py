@@ -191,13 +191,14 @@ def load_segment(path: Path) -> Segment:
     """Read a spilled segment; a clear error names the file and the missing key."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in ("header", *_ARRAYS) if k not in data.files]
-            if missing:
-                raise ValueError(f"spilled episode {path}: missing arrays {missing}")
-            header = json.loads(str(data["header"]))
-            arrays = {k: data[k] for k in _ARRAYS}
-    except (OSError, EOFError, json.JSONDecodeError) as err:
+            files = set(data.files)
+            arrays = {k: data[k] for k in _ARRAYS if k in files}
+            header = json.loads(str(data["header"])) if "header" in files else None
+    except (OSError, EOFError, ValueError) as err:  # ValueError: not an npz / bad JSON
         raise ValueError(f"spilled episode {path} is unreadable: {err}") from err
+    missing = [k for k in _ARRAYS if k not in arrays] + (["header"] if header is None else [])
+    if missing:
+        raise ValueError(f"spilled episode {path}: missing arrays {missing}")
     n = arrays["actions"].shape[0]
     if arrays["images"].shape[0] != n + 1 or arrays["decisions"].shape[0] != n:
         raise ValueError(

@@ -51,14 +51,14 @@ def tick_rate(cfg: ExperimentConfig) -> float:
 def _default_labeller(cfg: ExperimentConfig) -> Labeller:
     from robofume.reward_client import RewardClient
 
-    return RewardClient(cfg.deploy.reward_addresses, cfg)
+    return RewardClient(cfg.deploy.reward_addresses, cfg, timeout_s=cfg.actor.reward_deadline_s)
 
 
 def _default_sink(cfg: ExperimentConfig) -> Callable[[], EpisodeSink]:
     def make() -> EpisodeSink:
         from replay.writer import EpisodeWriter
 
-        return EpisodeWriter(cfg.deploy.replay_address)
+        return EpisodeWriter(cfg.deploy.replay_address, cfg)
 
     return make
 

@@ -1,9 +1,11 @@
 """Background pull of the learner's newest policy weights (the variable-client pattern).
 
 A daemon thread asks the weights source for the latest published version every
-``poll_s`` seconds and fetches the variables only when the version is newer than the one the
-policy runs. :meth:`InferencePolicy.load_variables` builds the new network off the tick thread
-and swaps it in under its own lock, so a tick never waits for network traffic or a load.
+``poll_s`` seconds and fetches the variables only when it differs from the one the policy
+runs (equality, not order: a learner resumed from an older checkpoint republishes a smaller
+version and the actor follows it). :meth:`InferencePolicy.load_variables` builds the new
+network off the tick thread and swaps it in under its own lock, so a tick never waits for
+network traffic or a load.
 Weights published under another config hash are refused (logged once per version).
 """
 
@@ -140,18 +142,20 @@ class WeightsPuller:
             latest = self.source.latest_version()
             if latest is not None and latest >= 0:
                 self.learner_version = int(latest)
-            if latest is None or latest < 0 or latest <= self.policy.version:
+            if latest is None or latest < 0 or latest == self.policy.version:
                 self._set_reachable(True)
                 return
             if int(latest) in self.refused:
                 return
-            version, variables, their_hash = unpack(self.source.fetch())
+            fetched = self.source.fetch()
+            if fetched is None:
+                return
+            version, variables, their_hash = unpack(fetched)
         except Exception as err:
             self.last_error = f"{type(err).__name__}: {err}"
             self._set_reachable(False)
             return
         self._set_reachable(True)
-        self.learner_version = max(self.learner_version or version, version)
         if their_hash is not None and their_hash != self.config_hash:
             msg = (
                 f"refusing policy weights v{version} from {self.address}: published under "
@@ -162,7 +166,7 @@ class WeightsPuller:
             self.last_error = msg
             log.error(msg)
             return
-        if version <= self.policy.version:
+        if version == self.policy.version:
             return
         try:
             self.policy.load_variables(variables, version)
