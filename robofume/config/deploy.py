@@ -26,7 +26,13 @@ class DeployConfig:
     tensorboard_port: int = 6006
     """TensorBoard port."""
     ray_address: str = "auto"
-    """Ray cluster address (`auto`: start or join a local head)."""
+    """Ray cluster address (`auto`: join the head on ray_port, starting one if none runs)."""
+    ray_port: int = 6390
+    """Port of the Ray head that `make up` starts on this machine."""
+    dashboard_port: int = 8265
+    """Port of the Ray dashboard (bound to loopback)."""
+    ray_num_cpus: int = 0
+    """CPUs the local Ray head offers (0: all of this machine's)."""
     num_reward_replicas: int = 1
     """Reward server replicas."""
     num_actors: int = 1

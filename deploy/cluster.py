@@ -1,0 +1,93 @@
+"""The local Ray head: start it when none runs, connect to it, stop only what we started."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from robofume.config import DeployConfig
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "robofume"
+
+# Environment every Ray worker of ours gets: headless rendering, offline model loading,
+# one math thread per process (the cluster shares cores between components).
+WORKER_ENV = {
+    "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "ROBOFUME_NO_PROGRESS": "1",
+}
+
+
+def _ray_bin() -> str:
+    candidate = Path(sys.executable).with_name("ray")
+    return str(candidate) if candidate.exists() else (shutil.which("ray") or "ray")
+
+
+def head_address(cfg: DeployConfig) -> str:
+    if cfg.ray_address not in ("", "auto"):
+        return cfg.ray_address
+    return f"127.0.0.1:{cfg.ray_port}"
+
+
+def head_running(cfg: DeployConfig) -> bool:
+    """Whether a Ray GCS answers at the configured address."""
+    import socket
+
+    host, port = head_address(cfg).rsplit(":", 1)
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+def start_head(cfg: DeployConfig) -> bool:
+    """Start a local head on loopback unless one runs already; True when we started it."""
+    if head_running(cfg):
+        log.info("ray: joining the running head at %s", head_address(cfg))
+        return False
+    if cfg.ray_address not in ("", "auto"):
+        raise RuntimeError(f"no Ray head answers at {cfg.ray_address}; start the cluster first")
+    cpus = cfg.ray_num_cpus or os.cpu_count() or 2
+    cmd = [
+        _ray_bin(), "start", "--head",
+        f"--port={cfg.ray_port}",
+        "--node-ip-address=127.0.0.1",
+        f"--num-cpus={cpus}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={cfg.dashboard_port}",
+        "--disable-usage-stats",
+    ]
+    log.info("ray: starting a local head (%d CPUs) on 127.0.0.1:%d", cpus, cfg.ray_port)
+    env = {**os.environ, **WORKER_ENV}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`ray start` failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return True
+
+
+def connect(cfg: DeployConfig) -> None:
+    """ray.init against the cluster (idempotent)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=head_address(cfg),
+        namespace=NAMESPACE,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+        runtime_env={"env_vars": WORKER_ENV},
+    )
+
+
+def stop_head() -> None:
+    """`ray stop` on this machine (only called when `up` started the head)."""
+    subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True, check=False)

@@ -1,0 +1,93 @@
+"""Ray actors that host robofume's long-running components.
+
+Every component exposes a blocking ``run(cfg, stop_event, **kwargs)``-style entry point; a
+:class:`ComponentService` runs it on a background thread inside a detached, named Ray actor,
+so ``make up`` can return while the cluster keeps running and ``make down`` finds it again
+by name. Ray restarts a crashed service (``max_restarts``); the learner then resumes from its
+newest checkpoint and the replay server from its newest Reverb checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+import traceback
+from typing import Any
+
+import ray
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(max_restarts=3, max_task_retries=0)
+class ComponentService:
+    """Runs ``module:function(config, stop_event, **kwargs)`` on a thread; reports its state."""
+
+    def __init__(self, name: str, target: str, config_dict: dict, kwargs: dict[str, Any]):
+        from robofume.config import ExperimentConfig
+        from robofume.config.base import from_dict
+        from robofume.logs import setup_logging
+
+        setup_logging()
+        self.name = name
+        self.target = target
+        self.config = from_dict(ExperimentConfig, config_dict)
+        self.kwargs = kwargs
+        self.stop_event = threading.Event()
+        self.error: str | None = None
+        self.started = time.time()
+        self.result: Any = None
+        module_name, fn_name = target.split(":")
+        self.fn = getattr(importlib.import_module(module_name), fn_name)
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result = self.fn(self.config, self.stop_event, **self.kwargs)
+        except Exception:  # reported through state(); the thread must not die silently
+            self.error = traceback.format_exc()
+            log.error("%s crashed:\n%s", self.name, self.error)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "target": self.target,
+            "alive": self.thread.is_alive(),
+            "error": self.error,
+            "uptime_s": time.time() - self.started,
+        }
+
+    def stop(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Ask the component to finish (flush, checkpoint) and wait for it."""
+        self.stop_event.set()
+        self.thread.join(timeout_s)
+        return self.state()
+
+
+def launch(
+    name: str,
+    target: str,
+    config_dict: dict,
+    *,
+    num_cpus: float = 0.0,
+    num_gpus: float = 0.0,
+    kwargs: dict[str, Any] | None = None,
+) -> ray.actor.ActorHandle:
+    """Start (or find) the named detached service."""
+    return ComponentService.options(
+        name=name,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+    ).remote(name, target, config_dict, kwargs or {})
+
+
+def find(name: str) -> ray.actor.ActorHandle | None:
+    try:
+        return ray.get_actor(name)
+    except ValueError:
+        return None

@@ -1,0 +1,141 @@
+"""`make up` / `make down`: prepare what is missing, start every component, stop them again.
+
+``up`` is idempotent: it reuses the dataset, reward model and pre-trained policy that exist,
+joins a running Ray head, and finds already-running services by name. It records what it
+started in ``<run_dir>/up.json`` so that ``down`` stops exactly that and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from robofume.config import ExperimentConfig, save_config
+from robofume.config.base import to_dict
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "up.json"
+
+
+# ----------------------------------------------------------------------------- layout
+def run_paths(cfg: ExperimentConfig) -> dict[str, Path]:
+    root = Path(cfg.deploy.run_dir)
+    return {
+        "root": root,
+        "config": root / "config.yaml",
+        "reward": root / "reward",
+        "pretrain": root / "pretrain",
+        "online": root / "online",
+        "tensorboard": root / "tb",
+        "replay": Path(cfg.replay.checkpoint_dir or root / "replay"),
+        "logs": root / "logs",
+    }
+
+
+def resolve_addresses(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Fill the reward replica addresses from the replica count (one port each)."""
+    d = cfg.deploy
+    host = "127.0.0.1" if d.bind_host in ("127.0.0.1", "0.0.0.0", "localhost") else d.bind_host
+    addrs = tuple(f"{host}:{d.reward_port + i}" for i in range(d.num_reward_replicas))
+    replay = f"{host}:{d.replay_port}"
+    return cfg.replace(deploy=dataclasses.replace(d, reward_addresses=addrs, replay_address=replay))
+
+
+# ----------------------------------------------------------------------------- prepare
+def _cli(*args: str) -> None:
+    cmd = [sys.executable, "-m", "robofume.cli", *args]
+    log.info("prepare: %s", " ".join(["robofume", *args]))
+    subprocess.run(cmd, check=True)
+
+
+def dataset_ready(cfg: ExperimentConfig) -> bool:
+    return (Path(cfg.data.dir) / "manifest.json").exists()
+
+
+def reward_ready(paths: dict[str, Path]) -> bool:
+    return any(paths["reward"].glob("model*")) if paths["reward"].exists() else False
+
+
+def pretrain_ready(paths: dict[str, Path]) -> bool:
+    ckpts = paths["pretrain"] / "checkpoints"
+    return ckpts.exists() and any(ckpts.glob("ckpt_*.pt"))
+
+
+def prepare(cfg: ExperimentConfig) -> None:
+    """Generate the dataset, fine-tune the reward model, pre-train the policy: what is missing."""
+    paths = run_paths(cfg)
+    conf = str(paths["config"])
+    if dataset_ready(cfg):
+        log.info("prepare: dataset found in %s", cfg.data.dir)
+    else:
+        _cli("generate", "--config_path", conf, "--out", cfg.data.dir)
+    if reward_ready(paths):
+        log.info("prepare: reward model found in %s", paths["reward"])
+    else:
+        _cli("reward", "finetune", "--config_path", conf, "--data", cfg.data.dir,
+             "--out", str(paths["reward"]))
+    if pretrain_ready(paths):
+        log.info("prepare: pre-trained policy found in %s", paths["pretrain"])
+    else:
+        _cli("pretrain", "--config_path", conf, "--data", cfg.data.dir,
+             "--out", str(paths["pretrain"]))
+
+
+# ----------------------------------------------------------------------------- state
+def load_state(cfg: ExperimentConfig) -> dict:
+    path = run_paths(cfg)["root"] / STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_state(cfg: ExperimentConfig, state: dict) -> None:
+    path = run_paths(cfg)["root"] / STATE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state, indent=1))
+
+
+# ----------------------------------------------------------------------------- tensorboard
+def start_tensorboard(cfg: ExperimentConfig) -> int | None:
+    """TensorBoard over the run's log dir, bound to the configured host; returns its pid."""
+    paths = run_paths(cfg)
+    paths["tensorboard"].mkdir(parents=True, exist_ok=True)
+    paths["logs"].mkdir(parents=True, exist_ok=True)
+    exe = Path(sys.executable).with_name("tensorboard")
+    cmd = [str(exe), "--logdir", str(paths["root"]), "--host", cfg.deploy.bind_host,
+           "--port", str(cfg.deploy.tensorboard_port), "--reload_interval", "5"]
+    with open(paths["logs"] / "tensorboard.log", "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    return proc.pid
+
+
+def stop_pid(pid: int | None) -> None:
+    if not pid:
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(20):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+
+
+def config_dict(cfg: ExperimentConfig) -> dict:
+    return to_dict(cfg)
+
+
+def write_resolved_config(cfg: ExperimentConfig) -> Path:
+    path = run_paths(cfg)["config"]
+    save_config(cfg, path)
+    return path
