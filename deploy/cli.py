@@ -1,9 +1,150 @@
-"""Subcommands of this area (filled in by its owner)."""
+"""`robofume up`, `robofume down`, `robofume status`."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import time
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this area's subcommands to the ``robofume`` parser."""
+    from robofume.cli import add_config_args
+
+    up = sub.add_parser("up", help="prepare what is missing and start the cluster")
+    add_config_args(up)
+    up.add_argument(
+        "--skip-prepare",
+        action="store_true",
+        help="do not generate data / fine-tune / pre-train (they must exist)",
+    )
+    up.add_argument("--no-tensorboard", action="store_true", help="do not start TensorBoard")
+    up.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        help="stay attached this many seconds (0: return at once)",
+    )
+    up.set_defaults(handler=_up)
+
+    down = sub.add_parser("down", help="stop everything `up` started, and nothing else")
+    add_config_args(down)
+    down.set_defaults(handler=_down)
+
+    status = sub.add_parser("status", help="health and counters of every component")
+    add_config_args(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--no-probe", action="store_true", help="heartbeat files only; do not contact the servers"
+    )
+    status.set_defaults(handler=_status)
+
+
+def _config(args: argparse.Namespace):
+    from deploy.up import resolve_addresses
+    from robofume.cli import config_from_args
+
+    return resolve_addresses(config_from_args(args))
+
+
+def _up(args: argparse.Namespace) -> int:
+    from deploy import cluster, launch
+    from deploy.up import (
+        load_state,
+        prepare,
+        run_paths,
+        save_state,
+        start_tensorboard,
+        write_resolved_config,
+    )
+
+    cfg = _config(args)
+    paths = run_paths(cfg)
+    write_resolved_config(cfg)
+    if not args.skip_prepare:
+        prepare(cfg)
+    state = load_state(cfg)
+    started = cluster.start_head(cfg.deploy)
+    state["started_head"] = bool(state.get("started_head")) or started
+    state.update(
+        num_actors=cfg.deploy.num_actors,
+        num_reward_replicas=cfg.deploy.num_reward_replicas,
+        preset=cfg.name,
+    )
+    save_state(cfg, state)
+    cluster.connect(cfg.deploy)
+    launch.start_replay(cfg)
+    launch.start_reward(cfg)
+    launch.start_learner(cfg)
+    launch.start_actors(cfg)
+    if not args.no_tensorboard and not state.get("tensorboard_pid"):
+        state["tensorboard_pid"] = start_tensorboard(cfg)
+    save_state(cfg, state)
+    host = cfg.deploy.bind_host if cfg.deploy.bind_host != "0.0.0.0" else "127.0.0.1"
+    print(
+        f"\nrobofume is running ({cfg.name}, config {cfg.hash})\n"
+        f"  TensorBoard    http://{host}:{cfg.deploy.tensorboard_port}\n"
+        f"  Ray dashboard  http://127.0.0.1:{cfg.deploy.dashboard_port}\n"
+        f"  run dir        {paths['root']}  (logs, checkpoints, status)\n"
+        f"  replay         {cfg.deploy.replay_address}\n"
+        f"  reward         {', '.join(cfg.deploy.reward_addresses)}\n"
+        f"  status         robofume status --preset {args.preset or cfg.name}\n"
+        f"  stop           make down PRESET={args.preset or cfg.name}\n"
+    )
+    if args.wait > 0:
+        from deploy.status import collect, format_report
+
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline:
+            time.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
+            log.info("status:\n%s", format_report(collect(cfg)))
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from deploy import cluster, launch
+    from deploy.up import load_state, run_paths, stop_pid
+
+    cfg = _config(args)
+    state = load_state(cfg)
+    if not state:
+        log.info("nothing to stop: no %s in %s", "up.json", cfg.deploy.run_dir)
+        return 0
+    if cluster.head_running(cfg.deploy):
+        cluster.connect(cfg.deploy)
+        stopped = launch.stop_services(launch.service_names(cfg, state))
+        log.info("stopped: %s", ", ".join(stopped) or "no running services")
+    stop_pid(state.get("tensorboard_pid"))
+    if state.get("started_head"):
+        cluster.stop_head()
+        log.info("stopped the Ray head this run started")
+    (run_paths(cfg)["root"] / "up.json").unlink(missing_ok=True)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from deploy import cluster, launch
+    from deploy.status import collect, format_report
+    from deploy.up import load_state
+
+    cfg = _config(args)
+    report = collect(cfg, live=not args.no_probe)
+    state = load_state(cfg)
+    report["ray"] = {
+        "head": cluster.head_address(cfg.deploy),
+        "running": cluster.head_running(cfg.deploy),
+    }
+    if report["ray"]["running"] and state and not args.no_probe:
+        cluster.connect(cfg.deploy)
+        report["services"] = launch.service_states(launch.service_names(cfg, state))
+    if args.json:
+        print(json.dumps(report, indent=1, default=str))
+    else:
+        print(format_report(report))
+        for name, st in sorted(report.get("services", {}).items()):
+            alive = "alive" if st.get("alive") else "DEAD"
+            err = f"  error: {st['error'].strip().splitlines()[-1]}" if st.get("error") else ""
+            print(f"service  {name:<10} {alive}{err}")
+    return 0

@@ -57,7 +57,9 @@ def start_head(cfg: DeployConfig) -> bool:
         raise RuntimeError(f"no Ray head answers at {cfg.ray_address}; start the cluster first")
     cpus = cfg.ray_num_cpus or os.cpu_count() or 2
     cmd = [
-        _ray_bin(), "start", "--head",
+        _ray_bin(),
+        "start",
+        "--head",
         f"--port={cfg.ray_port}",
         "--node-ip-address=127.0.0.1",
         f"--num-cpus={cpus}",

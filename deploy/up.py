@@ -80,13 +80,28 @@ def prepare(cfg: ExperimentConfig) -> None:
     if reward_ready(paths):
         log.info("prepare: reward model found in %s", paths["reward"])
     else:
-        _cli("reward", "finetune", "--config_path", conf, "--data", cfg.data.dir,
-             "--out", str(paths["reward"]))
+        _cli(
+            "reward",
+            "finetune",
+            "--config_path",
+            conf,
+            "--data",
+            cfg.data.dir,
+            "--out",
+            str(paths["reward"]),
+        )
     if pretrain_ready(paths):
         log.info("prepare: pre-trained policy found in %s", paths["pretrain"])
     else:
-        _cli("pretrain", "--config_path", conf, "--data", cfg.data.dir,
-             "--out", str(paths["pretrain"]))
+        _cli(
+            "pretrain",
+            "--config_path",
+            conf,
+            "--data",
+            cfg.data.dir,
+            "--out",
+            str(paths["pretrain"]),
+        )
 
 
 # ----------------------------------------------------------------------------- state
@@ -108,11 +123,19 @@ def start_tensorboard(cfg: ExperimentConfig) -> int | None:
     paths["tensorboard"].mkdir(parents=True, exist_ok=True)
     paths["logs"].mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).with_name("tensorboard")
-    cmd = [str(exe), "--logdir", str(paths["root"]), "--host", cfg.deploy.bind_host,
-           "--port", str(cfg.deploy.tensorboard_port), "--reload_interval", "5"]
+    cmd = [
+        str(exe),
+        "--logdir",
+        str(paths["root"]),
+        "--host",
+        cfg.deploy.bind_host,
+        "--port",
+        str(cfg.deploy.tensorboard_port),
+        "--reload_interval",
+        "5",
+    ]
     with open(paths["logs"] / "tensorboard.log", "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return proc.pid
 
 

@@ -1,0 +1,139 @@
+"""Starting and stopping the cluster's services (Ray must be connected)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any
+
+import ray
+
+from deploy import services
+from deploy.up import config_dict, run_paths
+from robofume.config import ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+
+def wait_port(address: str, timeout_s: float, what: str) -> None:
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(1.0)
+            if sock.connect_ex((host, int(port))) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} did not start listening on {address} within {timeout_s:.0f} s")
+
+
+def _check_alive(handle: Any, name: str) -> None:
+    state = ray.get(handle.state.remote(), timeout=60)
+    if state["error"]:
+        raise RuntimeError(f"{name} failed to start:\n{state['error']}")
+
+
+def start_replay(cfg: ExperimentConfig) -> Any:
+    handle = services.launch("replay", "deploy.entry:serve_replay", config_dict(cfg))
+    _check_alive(handle, "replay")
+    wait_port(cfg.deploy.replay_address, 120, "replay server")
+    log.info("replay: serving at %s", cfg.deploy.replay_address)
+    return handle
+
+
+def start_reward(cfg: ExperimentConfig) -> list[str]:
+    """Named, detached reward replicas (one per GPU when GPUs are configured)."""
+    from reward_server.ray_replicas import RewardReplica
+    from robofume.config.base import to_dict
+
+    checkpoint = str(run_paths(cfg)["reward"].resolve())
+    remote = ray.remote(RewardReplica)
+    handles = []
+    for i in range(cfg.deploy.num_reward_replicas):
+        handles.append(
+            remote.options(
+                name=f"reward_{i}",
+                lifetime="detached",
+                get_if_exists=True,
+                num_cpus=cfg.reward.replica_cpus,
+                num_gpus=cfg.deploy.reward_gpus,
+                max_restarts=3,
+                max_concurrency=4,
+            ).remote(
+                checkpoint,
+                to_dict(cfg.reward),
+                cfg.deploy.bind_host,
+                cfg.deploy.reward_port + i,
+                cfg.deploy.token,
+                cfg.deploy.tls_cert,
+                cfg.deploy.tls_key,
+                "cuda" if cfg.deploy.reward_gpus > 0 else cfg.reward.device,
+            )
+        )
+    addresses = ray.get([h.get_address.remote() for h in handles], timeout=300)
+    log.info("reward: %d replica(s) serving at %s", len(addresses), ", ".join(addresses))
+    return addresses
+
+
+def start_learner(cfg: ExperimentConfig) -> Any:
+    handle = services.launch(
+        "learner", "deploy.entry:run_learner", config_dict(cfg), num_gpus=cfg.deploy.learner_gpus
+    )
+    _check_alive(handle, "learner")
+    log.info("learner: started (run dir %s)", run_paths(cfg)["online"])
+    return handle
+
+
+def start_actors(cfg: ExperimentConfig) -> list[Any]:
+    handles = []
+    for i in range(cfg.deploy.num_actors):
+        handles.append(
+            services.launch(
+                f"actor_{i}", "deploy.entry:run_sim_actor", config_dict(cfg), kwargs={"actor_id": i}
+            )
+        )
+    for i, handle in enumerate(handles):
+        _check_alive(handle, f"actor_{i}")
+    if handles:
+        log.info("actors: %d simulated actor(s) running", len(handles))
+    return handles
+
+
+def service_names(cfg: ExperimentConfig, state: dict) -> list[str]:
+    """Stop order: actors first (they flush episodes into replay), replay last."""
+    actors = [f"actor_{i}" for i in range(max(cfg.deploy.num_actors, state.get("num_actors", 0)))]
+    reward = [
+        f"reward_{i}"
+        for i in range(max(cfg.deploy.num_reward_replicas, state.get("num_reward_replicas", 0)))
+    ]
+    return [*actors, "learner", *reward, "replay"]
+
+
+def stop_services(names: list[str], timeout_s: float = 60.0) -> list[str]:
+    stopped = []
+    for name in names:
+        handle = services.find(name)
+        if handle is None:
+            continue
+        try:
+            ray.get(handle.stop.remote(), timeout=timeout_s)
+        except Exception as err:  # already dead or stuck: killed below anyway
+            log.warning("%s did not stop cleanly: %s", name, str(err).splitlines()[0])
+        ray.kill(handle, no_restart=True)
+        stopped.append(name)
+    return stopped
+
+
+def service_states(names: list[str]) -> dict[str, dict]:
+    out = {}
+    for name in names:
+        handle = services.find(name)
+        if handle is None:
+            continue
+        try:
+            method = handle.state if not name.startswith("reward_") else handle.info
+            out[name] = {"alive": True, **ray.get(method.remote(), timeout=10)}
+        except Exception as err:
+            out[name] = {"alive": False, "error": str(err).splitlines()[0]}
+    return out

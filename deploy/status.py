@@ -1,0 +1,97 @@
+"""`robofume status`: every component's health, address and counters, live or from heartbeats."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from robofume.config import ExperimentConfig
+from robofume.status import read_statuses
+
+STALE_S = 30.0
+
+
+def _probe_replay(address: str) -> dict[str, Any]:
+    try:
+        from replay.info import stats_at
+
+        return {"healthy": True, **stats_at(address, timeout_s=3.0)}
+    except Exception as err:  # unreachable, not started, or no Reverb installed
+        return {"healthy": False, "error": str(err).splitlines()[0][:200]}
+
+
+def _probe_reward(cfg: ExperimentConfig) -> list[dict[str, Any]]:
+    out = []
+    try:
+        from robofume.reward_client import RewardClient
+    except ImportError as err:
+        return [{"healthy": False, "error": str(err)}]
+    client = RewardClient(list(cfg.deploy.reward_addresses), cfg)
+    try:
+        healthy = set(client.healthy())
+        for address in cfg.deploy.reward_addresses:
+            entry: dict[str, Any] = {"address": address, "healthy": address in healthy}
+            if entry["healthy"]:
+                try:
+                    entry.update(client.info(address, timeout=3.0))
+                except Exception as err:  # the replica answered health but not info
+                    entry["error"] = str(err)[:200]
+            out.append(entry)
+    finally:
+        client.close()
+    return out
+
+
+def collect(cfg: ExperimentConfig, live: bool = True) -> dict[str, Any]:
+    """Status of a run: heartbeats (learner, actors, replay, reward) plus live probes."""
+    now = time.time()
+    beats = read_statuses(cfg.deploy.run_dir)
+    for beat in beats.values():
+        beat["age_s"] = round(now - float(beat.get("time", 0)), 1)
+        beat["stale"] = beat["age_s"] > STALE_S
+    report: dict[str, Any] = {
+        "run_dir": cfg.deploy.run_dir,
+        "config_hash": cfg.hash,
+        "learner": beats.get("learner"),
+        "actors": {k: v for k, v in beats.items() if k.startswith("actor_")},
+        "replay": {"address": cfg.deploy.replay_address, **(beats.get("replay") or {})},
+        "reward": [],
+    }
+    if live:
+        report["replay"].update(_probe_replay(cfg.deploy.replay_address))
+        report["reward"] = _probe_reward(cfg)
+    return report
+
+
+def _fields(data: dict[str, Any], keys: tuple[str, ...]) -> str:
+    return " ".join(f"{k}={data.get(k, '?')}" for k in keys)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A compact human-readable table of :func:`collect`'s report."""
+    lines = [f"run {report['run_dir']}  (config {report['config_hash']})"]
+    rp = report["replay"]
+    state = "up" if rp.get("healthy") else f"DOWN ({rp.get('error', 'no answer')})"
+    lines.append(
+        f"replay   {rp['address']:<22} {state}  " + _fields(rp, ("size", "inserts", "samples"))
+    )
+    for r in report["reward"]:
+        state = "up" if r.get("healthy") else "DOWN"
+        lines.append(
+            f"reward   {r['address']:<22} {state}  "
+            + _fields(r, ("version", "batches", "frames", "mean_latency_ms"))
+        )
+    learner = report.get("learner")
+    if learner:
+        flag = " STALE" if learner.get("stale") else ""
+        keys = ("step", "updates_per_sec", "utd_ratio", "policy_version")
+        lines.append("learner  " + _fields(learner, keys) + flag)
+    else:
+        lines.append("learner  no heartbeat")
+    for name, actor in sorted(report["actors"].items()):
+        flag = " STALE" if actor.get("stale") else ""
+        keys = ("steps", "policy_version", "episodes", "interventions")
+        lines.append(f"{name:<8} " + _fields(actor, keys) + flag)
+    if not report["actors"]:
+        lines.append("actors   no heartbeat")
+    return "\n".join(lines)
