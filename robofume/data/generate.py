@@ -193,18 +193,25 @@ def run_job(job: Job) -> dict[str, Any]:
                     out.append(("target", rst.to_episode(reset, "target_reset", rst_meta)))
                 return _result(job, attempt, stats, out)
         else:
+            # after every 5 rejected tries of its mode, a failure job moves on to the next mode
+            modes = rollouts.FAILURE_MODES
+            mode = modes[(modes.index(job.mode) + attempt // 5) % len(modes)]
             roll, info = rollouts.failure(
-                env, task, seed, job.mode, d.expert_noise, d.failure_noise, steps, ScriptedExpert
+                env, task, seed, mode, d.expert_noise, d.failure_noise, steps, ScriptedExpert
             )
-            stats[f"failure_{job.mode}/attempts"] += 1
-            stats[f"failure_{job.mode}/kept"] += int(rollouts.is_failure(roll))
+            stats[f"failure_{mode}/attempts"] += 1
+            stats[f"failure_{mode}/kept"] += int(rollouts.is_failure(roll))
             if rollouts.is_failure(roll):
                 ep = roll.to_episode(task, "failure", {**meta, **info})
                 return _result(job, attempt, stats, [("failures", ep)])
+    hint = (
+        "every perturbed rollout still succeeded; raise data.failure_noise or data.max_attempts"
+        if job.kind == "failure"
+        else "raise data.max_attempts or env.max_episode_steps, or lower data.expert_noise"
+    )
     raise GenerationError(
         f"{job.kind} job for task {job.task!r} (episode {job.index}) failed "
-        f"{d.max_attempts} attempts ({dict(stats)}); raise data.max_attempts or "
-        f"env.max_episode_steps, or lower data.expert_noise"
+        f"{d.max_attempts} attempts ({dict(stats)}): {hint}"
     )
 
 

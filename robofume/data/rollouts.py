@@ -16,10 +16,11 @@ import numpy as np
 from robofume.types import Episode
 
 FAILURE_MODES = ("aborted", "noisy", "dropped", "wrong_bin")
-"""How failure rollouts go wrong: the expert stopped part way; an expert with large action
-noise; an expert whose gripper is forced open from some step on (the object is dropped or
-never grasped); an expert that puts the object in the bin that is neither the task's source
-nor its destination."""
+"""How failure rollouts go wrong: ``aborted``: the expert stopped between a quarter and three
+quarters of the way to success; ``noisy``: an expert with large action noise
+(``data.failure_noise``); ``dropped``: the gripper is forced open for good a few steps after
+the expert closed it (the object falls and cannot be picked up again); ``wrong_bin``: the
+expert puts the object in the bin that is neither the task's source nor its destination."""
 GRIPPER_OPEN = -1.0
 """Gripper action that opens the simulator's gripper (> 0 closes it)."""
 
@@ -42,6 +43,19 @@ class Rollout:
         self.images.append(obs["image"])
         self.proprio.append(obs["proprio"])
         self.success.append(bool(success))
+
+    def truncate(self, steps: int) -> Rollout:
+        """The first ``steps`` steps (and ``steps + 1`` observations)."""
+        return Rollout(
+            self.images[: steps + 1],
+            self.proprio[: steps + 1],
+            self.actions[:steps],
+            self.success[:steps],
+        )
+
+    def first_success(self) -> int | None:
+        """Index of the first successful step, None if there is none."""
+        return self.success.index(True) if True in self.success else None
 
     def streak(self) -> int:
         """Number of consecutive successful steps at the end."""
@@ -79,27 +93,33 @@ def run_expert(
     max_steps: int,
     hold_steps: int,
     stop_after: int | None = None,
-    force_open_from: int | None = None,
+    open_after_closed: int | None = None,
     success_fn: Callable[[dict[str, Any]], bool] | None = None,
+    stop_fn: Callable[[], bool] | None = None,
 ) -> tuple[Rollout, dict[str, np.ndarray]]:
     """Step the expert from ``obs`` until ``hold_steps + 1`` consecutive successful steps.
 
-    Stops early at ``max_steps`` steps, or after ``stop_after`` steps (aborted rollouts). From
-    step ``force_open_from`` on, the gripper is forced open. ``success_fn(info)`` replaces
-    ``info["success"]`` (to record another task's ground truth). Returns the rollout and the
-    last observation.
+    Stops early at ``max_steps`` steps, or after ``stop_after`` steps. Once the expert has
+    commanded "close" for ``open_after_closed`` consecutive steps, the gripper is forced open
+    for the rest of the rollout. ``success_fn(info)`` replaces
+    ``info["success"]`` (to record another task's ground truth); ``stop_fn()`` true after a
+    step ends the rollout. Returns the rollout and the last observation.
     """
     rollout = Rollout()
     rollout.start(obs)
     limit = max_steps if stop_after is None else min(max_steps, stop_after)
-    for t in range(limit):
+    closed, forced = 0, False
+    for _ in range(limit):
         action = np.asarray(expert.act(obs), np.float32)
-        if force_open_from is not None and t >= force_open_from:
-            action = action.copy()
-            action[-1] = GRIPPER_OPEN
+        if open_after_closed is not None:
+            closed = closed + 1 if action[-1] > 0 else 0
+            forced = forced or closed >= open_after_closed
+            if forced:
+                action = action.copy()
+                action[-1] = GRIPPER_OPEN
         obs, _reward, _term, _trunc, info = env.step(action)
         rollout.add(action, obs, success_fn(info) if success_fn else info["success"])
-        if rollout.streak() > hold_steps:
+        if rollout.streak() > hold_steps or (stop_fn is not None and stop_fn()):
             break
     return rollout, obs
 
@@ -158,9 +178,11 @@ def failure(
 ) -> tuple[Rollout, dict[str, Any]]:
     """One perturbed or aborted rollout of ``task``; returns it with a description.
 
-    Every mode stops at the first success (``hold_steps=0``): such a rollout is rejected.
+    Failure rollouts last at most ``max_steps // 2`` steps and stop at the first success of
+    ``task`` (``hold_steps=0``; such a rollout is then rejected by :func:`is_failure`).
     """
     rng = np.random.default_rng(seed)
+    max_steps = max(2, max_steps // 2)
     obs, _info = env.reset(seed=seed, options={"task": task.name})
     info: dict[str, Any] = {"failure_mode": mode}
     if mode == "noisy":
@@ -172,18 +194,27 @@ def failure(
     expert = expert_cls(env, noise=noise, seed=seed)
     expert.reset()
     if mode == "aborted":
-        stop = int(rng.integers(max(2, max_steps // 10), max(3, max_steps // 2)))
-        rollout, _ = run_expert(env, obs, expert, max_steps, 0, stop_after=stop)
+        # the expert's own way to its first success, cut between 1/4 and 3/4 of it
+        rollout, _ = run_expert(env, obs, expert, max_steps, 0)
+        first = rollout.first_success()
+        length = len(rollout.actions) if first is None else first
+        stop = int(rng.integers(max(1, length // 4), max(1, (3 * length) // 4) + 1))
         info["stopped_at"] = stop
-        return rollout, info
+        return rollout.truncate(min(stop, length)), info
     if mode == "dropped":
-        start = int(rng.integers(max(1, max_steps // 8), max(2, max_steps // 3)))
-        rollout, _ = run_expert(env, obs, expert, max_steps, 0, force_open_from=start)
-        info["opened_at"] = start
+        delay = int(rng.integers(2, 6))
+        rollout, _ = run_expert(env, obs, expert, max_steps, 0, open_after_closed=delay)
+        info["opened_after_closed_steps"] = delay
         return rollout, info
     if mode == "wrong_bin":
         wrong = wrong_bin_task(task)
         env.set_task(wrong)  # the expert now works on the wrong task, in the same scene
+        placed = [0]  # steps the object has rested in the wrong bin
+
+        def settled() -> bool:
+            placed[0] = placed[0] + 1 if env.unwrapped.is_success(wrong) else 0
+            return placed[0] >= 3
+
         try:
             expert.reset()
             rollout, _ = run_expert(
@@ -193,6 +224,7 @@ def failure(
                 max_steps,
                 0,
                 success_fn=lambda _info: env.unwrapped.is_success(task),
+                stop_fn=settled,
             )
         finally:
             env.set_task(task.name)
