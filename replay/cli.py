@@ -1,9 +1,78 @@
-"""Subcommands of this area (filled in by its owner)."""
+"""``robofume replay serve`` (run the server) and ``robofume replay info`` (table counters)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import signal
+import threading
+
+from robofume.cli import add_config_args, config_from_args
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the ``robofume`` parser."""
+    parser = sub.add_parser("replay", help="the Reverb replay server")
+    replay_sub = parser.add_subparsers(dest="replay_command", metavar="ACTION", required=True)
+
+    serve = replay_sub.add_parser(
+        "serve", help="run the replay server until SIGINT/SIGTERM (checkpoints on the way out)"
+    )
+    add_config_args(serve)
+    serve.add_argument("--port", type=int, default=None, help="default: deploy.replay_port")
+    serve.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="Reverb checkpoints (restored on start); default replay.checkpoint_dir or "
+        "<run_dir>/replay",
+    )
+    serve.set_defaults(handler=_serve)
+
+    info = replay_sub.add_parser("info", help="sizes and counters of a running server")
+    add_config_args(info)
+    info.add_argument("--address", default=None, help="default: deploy.replay_address")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(handler=_info)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from replay.server import start_replay_server
+
+    cfg = config_from_args(args)
+    port = args.port if args.port is not None else cfg.deploy.replay_port
+    server = start_replay_server(cfg, port=port, checkpoint_dir=args.checkpoint_dir)
+    done = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping the replay server", signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("replay server ready at %s (config %s)", server.address, cfg.hash)
+    while not done.wait(1.0):
+        pass
+    server.stop(checkpoint=True)
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from replay.errors import ReplayUnavailableError
+    from replay.info import stats_at
+
+    cfg = config_from_args(args)
+    address = args.address or cfg.deploy.replay_address
+    try:
+        stats = stats_at(address, timeout_s=cfg.replay.rpc_timeout_s)
+    except ReplayUnavailableError as err:
+        log.error("%s", err)
+        return 1
+    if args.json:
+        print(json.dumps({"address": address, **stats}))
+    else:
+        for key, value in stats.items():
+            print(f"{key:>20}: {value}")
+    return 0

@@ -1,0 +1,47 @@
+"""Table statistics of a replay server (for metrics, heartbeats and ``robofume status``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from replay.errors import ReplayUnavailableError
+from replay.tables import ONLINE_TABLE, WEIGHTS_TABLE
+
+
+def table_stats(client: Any, timeout_s: float = 10.0) -> dict[str, Any]:
+    """Counters of the ``online`` and ``policy_weights`` tables.
+
+    ``size``/``max_size``: items in ``online``; ``inserts``/``samples``: items inserted into and
+    sampled from ``online`` (rate-limiter counters, restored with a checkpoint); ``episodes``:
+    trajectories that added items; ``samples_per_insert``: the UTD target in samples;
+    ``weights_published``: inserts into ``policy_weights``.
+    Raises ReplayUnavailableError when the server does not answer within ``timeout_s``.
+    """
+    try:
+        infos = client.server_info(timeout=max(1, round(timeout_s)))
+    except Exception as err:
+        raise ReplayUnavailableError(
+            f"replay server at {client.server_address} unreachable: {err}"
+        ) from err
+    online = infos[ONLINE_TABLE]
+    limiter = online.rate_limiter_info
+    out = {
+        "size": int(online.current_size),
+        "max_size": int(online.max_size),
+        "inserts": int(limiter.insert_stats.completed),
+        "samples": int(limiter.sample_stats.completed),
+        "episodes": int(online.num_episodes),
+        "samples_per_insert": float(limiter.samples_per_insert),
+        "min_size_to_sample": int(limiter.min_size_to_sample),
+    }
+    weights = infos.get(WEIGHTS_TABLE)
+    if weights is not None:
+        out["weights_published"] = int(weights.rate_limiter_info.insert_stats.completed)
+    return out
+
+
+def stats_at(address: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """:func:`table_stats` of the server at ``address`` (host:port)."""
+    import reverb
+
+    return table_stats(reverb.Client(address), timeout_s)

@@ -1,0 +1,222 @@
+"""The learner's sampler: batches of online transitions as torch tensors, prefetched.
+
+Usage (learner side)::
+
+    from replay.sampler import OnlineSampler
+
+    sampler = OnlineSampler(address, batch_size=n_online, device="cuda", prefetch=2)
+    batch = sampler.next(timeout=5.0)   # dict of tensors, or None: nothing arrived in time
+    ...
+    sampler.close()
+
+``OnlineSampler(address, batch_size, device="cpu", prefetch=2, *, timeout_s=2.0,
+rpc_timeout_s=10.0)``. A background thread reads the ``online`` table through a
+``reverb.TrajectoryDataset`` (uniform sampling; each sampled item is one transition) and
+assembles batches of exactly ``batch_size`` with the keys of ``replay.tables.TRANSITION_KEYS``:
+``image`` uint8 (B,H,W,3), ``proprio`` f32 (B,P), ``task`` int64 (B,), ``action`` f32 (B,A),
+``reward`` f32 (B,), ``terminal`` f32 (B,), ``next_image`` uint8, ``next_proprio`` f32,
+``mc_return`` f32 (B,). Batches wait in a queue of ``prefetch``; on a CUDA device they are
+pinned in the background thread and copied with ``non_blocking=True`` by :meth:`next`.
+
+Flow control is the table's UTD rate limiter: the dataset blocks inside Reverb while the
+learner is ahead of the target (no sleeps here). After ``timeout_s`` without a sample the
+dataset ends, :attr:`waiting` becomes true, a partial batch is kept (no sampled item is
+dropped) and the dataset is opened again. When the server is unreachable or restarts, the
+thread logs it, backs off and reconnects; :meth:`next` just returns None meanwhile, so the
+learner never crashes on a replay outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from replay.tables import ONLINE_TABLE, TRANSITION_KEYS
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 5.0
+
+
+class OnlineSampler:
+    """Prefetching sampler of the ``online`` table (see the module docstring)."""
+
+    def __init__(
+        self,
+        address: str,
+        batch_size: int,
+        device: Any = "cpu",
+        prefetch: int = 2,
+        *,
+        timeout_s: float = 2.0,
+        rpc_timeout_s: float = 10.0,
+        table: str = ONLINE_TABLE,
+    ):
+        import reverb
+        import torch
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.address = address
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device)
+        self.timeout_s = float(timeout_s)
+        self.rpc_timeout_s = float(rpc_timeout_s)
+        self.table = table
+        self._pin = self.device.type == "cuda"
+        self._client = reverb.Client(address)
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=max(1, int(prefetch)))
+        self._stop = threading.Event()
+        self.waiting = False
+        """True while the rate limiter (or an empty table) holds the sampler back."""
+        self.connected = False
+        """False while the server is unreachable."""
+        self.batches = 0
+        self.samples = 0
+        self.reconnects = 0
+        self._thread = threading.Thread(target=self._run, name="replay-sampler", daemon=True)
+        self._thread.start()
+
+    # -- consumer side ------------------------------------------------------------------------
+    def next(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next batch on ``device``; None when none arrived within ``timeout`` seconds."""
+        try:
+            batch = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if self.device.type != "cpu":
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        return batch
+
+    def __iter__(self) -> OnlineSampler:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        last_log = time.monotonic()
+        while not self._stop.is_set():
+            batch = self.next(timeout=1.0)
+            if batch is not None:
+                return batch
+            if time.monotonic() - last_log > 30.0:
+                last_log = time.monotonic()
+                log.info("waiting for data: %s", self.state)
+        raise StopIteration
+
+    @property
+    def state(self) -> str:
+        """One line on what the sampler is doing."""
+        if not self.connected:
+            return f"replay at {self.address} unreachable, reconnecting"
+        if self.waiting:
+            return "rate limiter holds sampling back (UTD target reached or table below min size)"
+        return "sampling"
+
+    def close(self) -> None:
+        """Stop the background thread (it ends within about ``timeout_s``)."""
+        self._stop.set()
+        self._thread.join(timeout=self.timeout_s + self.rpc_timeout_s + 5.0)
+
+    def __enter__(self) -> OnlineSampler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- background ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        carry: dict[str, np.ndarray] | None = None
+        backoff = 0.5
+        down_since: float | None = None
+        while not self._stop.is_set():
+            try:
+                dataset = self._open()
+            except Exception as err:
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.warning("replay at %s unreachable (%s); reconnecting", self.address, err)
+                self.connected = False
+                self._stop.wait(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                continue
+            if down_since is not None:
+                log.info(
+                    "replay at %s reachable again after %.1f s",
+                    self.address,
+                    time.monotonic() - down_since,
+                )
+                self.reconnects += 1
+                down_since = None
+            self.connected = True
+            backoff = 0.5
+            try:
+                for sample in dataset.as_numpy_iterator():
+                    self.waiting = False
+                    carry = self._emit(carry, sample.data)
+                    if self._stop.is_set():
+                        return
+            except Exception as err:  # stream broke: server stopped or restarted
+                self.connected = False
+                log.warning("replay stream from %s broke (%s); reconnecting", self.address, err)
+                down_since = time.monotonic()
+                self._stop.wait(backoff)
+                continue
+            # End of sequence: the rate limiter kept us waiting for timeout_s.
+            self.waiting = True
+
+    def _open(self) -> Any:
+        import reverb
+        import tensorflow as tf
+
+        infos = self._client.server_info(timeout=max(1, round(self.rpc_timeout_s)))
+        signature = infos[self.table].signature
+        if signature is None:
+            raise ValueError(f"table {self.table!r} at {self.address} has no signature")
+        missing = set(TRANSITION_KEYS) - set(signature)
+        if missing:
+            raise ValueError(f"table {self.table!r} lacks keys {sorted(missing)}")
+        dataset = reverb.TrajectoryDataset(
+            server_address=self.address,
+            table=self.table,
+            dtypes=tf.nest.map_structure(lambda s: s.dtype, signature),
+            shapes=tf.nest.map_structure(lambda s: s.shape, signature),
+            max_in_flight_samples_per_worker=2 * self.batch_size,
+            rate_limiter_timeout_ms=max(1, int(self.timeout_s * 1000)),
+        )
+        return dataset.batch(self.batch_size)
+
+    def _emit(self, carry: dict[str, np.ndarray] | None, data: dict) -> dict | None:
+        arrays = {k: data[k] for k in TRANSITION_KEYS}
+        if carry is not None:
+            arrays = {k: np.concatenate([carry[k], arrays[k]]) for k in TRANSITION_KEYS}
+        n = len(arrays["reward"])
+        start = 0
+        while n - start >= self.batch_size:
+            part = {k: v[start : start + self.batch_size] for k, v in arrays.items()}
+            start += self.batch_size
+            self._put(part)
+        if start == n:
+            return None
+        return {k: v[start:] for k, v in arrays.items()}
+
+    def _put(self, arrays: dict[str, np.ndarray]) -> None:
+        import torch
+
+        batch = {}
+        for key, value in arrays.items():
+            if not value.flags.writeable or not value.flags.c_contiguous:
+                value = np.array(value)
+            tensor = torch.from_numpy(value)
+            batch[key] = tensor.pin_memory() if self._pin else tensor
+        while not self._stop.is_set():
+            try:
+                self._queue.put(batch, timeout=0.2)
+                self.batches += 1
+                self.samples += self.batch_size
+                return
+            except queue.Full:
+                continue

@@ -1,0 +1,195 @@
+"""The replay server process: a Reverb server with the robofume tables and checkpoints.
+
+``start_replay_server(cfg, port, checkpoint_dir)`` starts it in this process (tests, the Ray
+actor of ``deploy/``); ``robofume replay serve`` runs it as a command. On start the server
+restores the newest complete checkpoint under the checkpoint directory, so a restarted server
+continues with the items (and rate-limiter counters) it had at its last checkpoint. A
+background thread checkpoints every ``replay.checkpoint_every_s`` seconds, keeps the newest
+``replay.keep_checkpoints`` and writes the ``replay`` heartbeat for ``robofume status``;
+:meth:`ReplayServer.stop` takes a last checkpoint.
+
+Reverb listens on all interfaces of the port (its Python API has no bind address); put the
+server behind the cluster's firewall or on a loopback-only host when that matters.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from replay.info import table_stats
+from replay.tables import make_tables
+
+if TYPE_CHECKING:
+    from robofume.config import ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 5.0
+
+
+def resolve_checkpoint_dir(cfg: ExperimentConfig, checkpoint_dir: str | Path | None) -> Path:
+    """The argument, else ``replay.checkpoint_dir``, else ``<run_dir>/replay``."""
+    if checkpoint_dir:
+        return Path(checkpoint_dir)
+    if cfg.replay.checkpoint_dir:
+        return Path(cfg.replay.checkpoint_dir)
+    return Path(cfg.deploy.run_dir) / "replay"
+
+
+def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
+    """Complete Reverb checkpoints under ``checkpoint_dir``, oldest first."""
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / "DONE").exists())
+
+
+class ReplayServer:
+    """A running Reverb server with the ``online``/``policy_weights``/``policy_version`` tables."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        port: int | None = None,
+        checkpoint_dir: str | Path | None = None,
+        *,
+        checkpoint_every_s: float | None = None,
+        heartbeat: bool = True,
+    ):
+        import reverb
+
+        self.cfg = cfg
+        self.checkpoint_dir = resolve_checkpoint_dir(cfg, checkpoint_dir)
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_every_s = (
+            cfg.replay.checkpoint_every_s if checkpoint_every_s is None else checkpoint_every_s
+        )
+        found = list_checkpoints(self.checkpoint_dir)
+        checkpointer = reverb.checkpointers.DefaultCheckpointer(str(self.checkpoint_dir))
+        self._server = reverb.Server(make_tables(cfg), port=port or None, checkpointer=checkpointer)
+        self.port = int(self._server.port)
+        self.address = f"127.0.0.1:{self.port}"
+        self._client = reverb.Client(self.address)
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self.last_checkpoint: str | None = str(found[-1]) if found else None
+        self.checkpoints_written = 0
+        stats = self.stats()
+        log.info(
+            "replay server on port %d (checkpoints in %s%s): online size %d",
+            self.port,
+            self.checkpoint_dir,
+            f", restored {found[-1].name}" if found else ", none to restore",
+            stats["size"],
+        )
+        self._heartbeat = heartbeat
+        self._thread = threading.Thread(target=self._background, name="replay-ckpt", daemon=True)
+        self._thread.start()
+
+    # -- operations ---------------------------------------------------------------------------
+    def checkpoint(self) -> str:
+        """Write a checkpoint now (blocks while writing) and prune old ones; returns its path."""
+        with self._lock:
+            path = self._client.checkpoint()
+            self.last_checkpoint = path
+            self.checkpoints_written += 1
+            self._prune()
+        log.info("replay checkpoint %s", path)
+        return path
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes and insert/sample counters of the tables (see ``replay.info.table_stats``)."""
+        return table_stats(self._client, timeout_s=self.cfg.replay.rpc_timeout_s)
+
+    def stop(self, checkpoint: bool = True) -> None:
+        """Stop serving; with ``checkpoint`` take a last checkpoint first. Idempotent."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if checkpoint:
+            try:
+                self.checkpoint()
+            except Exception as err:  # a failed last checkpoint must not block the stop
+                log.error("final replay checkpoint failed: %s", err)
+        self._thread.join(timeout=5.0)
+        self._server.stop()
+        log.info("replay server on port %d stopped", self.port)
+
+    def wait(self) -> None:
+        """Block until the server is stopped (by :meth:`stop` or SIGINT)."""
+        self._server.wait()
+
+    def __enter__(self) -> ReplayServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(checkpoint=False)
+
+    # -- background ---------------------------------------------------------------------------
+    def _prune(self) -> None:
+        keep = max(1, int(self.cfg.replay.keep_checkpoints))
+        for old in list_checkpoints(self.checkpoint_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _background(self) -> None:
+        every = self.checkpoint_every_s
+        next_ckpt = time.monotonic() + every if every > 0 else float("inf")
+        last_inserts, last_t = None, time.monotonic()
+        while not self._stopped.wait(min(HEARTBEAT_S, max(0.05, next_ckpt - time.monotonic()))):
+            if time.monotonic() >= next_ckpt:
+                try:
+                    self.checkpoint()
+                except Exception as err:
+                    log.error("replay checkpoint failed: %s", err)
+                next_ckpt = time.monotonic() + every
+            if not self._heartbeat:
+                continue
+            try:
+                stats = self.stats()
+            except Exception as err:  # pragma: no cover - the server is in this process
+                log.warning("replay stats unavailable: %s", err)
+                continue
+            now = time.monotonic()
+            rate = 0.0
+            if last_inserts is not None and now > last_t:
+                rate = (stats["inserts"] - last_inserts) / (now - last_t)
+            last_inserts, last_t = stats["inserts"], now
+            self._write_status(stats, rate)
+
+    def _write_status(self, stats: dict[str, Any], inserts_per_sec: float) -> None:
+        from robofume.status import write_status
+
+        try:
+            write_status(
+                self.cfg.deploy.run_dir,
+                "replay",
+                {
+                    "address": self.address,
+                    "port": self.port,
+                    "inserts_per_sec": inserts_per_sec,
+                    "last_checkpoint": self.last_checkpoint,
+                    **stats,
+                },
+            )
+        except OSError as err:
+            log.warning("replay heartbeat not written: %s", err)
+
+
+def start_replay_server(
+    cfg: ExperimentConfig,
+    port: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    **kwargs: Any,
+) -> ReplayServer:
+    """Start a replay server in this process (port None or 0: a free port is picked).
+
+    Restores the newest checkpoint under ``checkpoint_dir`` (default ``replay.checkpoint_dir``,
+    else ``<run_dir>/replay``). Keyword arguments go to :class:`ReplayServer`
+    (``checkpoint_every_s``, ``heartbeat``). Stop it with ``server.stop()``.
+    """
+    return ReplayServer(cfg, port=port, checkpoint_dir=checkpoint_dir, **kwargs)

@@ -1,0 +1,183 @@
+"""Table names, item layout, signatures and the UTD rate limiter of the replay server.
+
+Layout of the ``online`` table. An episode of T steps is written as ONE trajectory of T+1
+steps; step t carries the columns ``image``, ``proprio`` (observation t) and, for t < T,
+``action``, ``reward``, ``terminal``, ``mc_return``, ``task`` (transition t; the last step
+leaves them empty). Item t references step t and step t+1 of the same trajectory::
+
+    image = image[t]      proprio = proprio[t]       action, reward, terminal, mc_return, task = [t]
+    next_image = image[t+1]   next_proprio = proprio[t+1]
+
+so each frame is stored once (an item holds references, not copies) and an item never pairs
+steps of two episodes. The item keys are exactly the learner's batch keys
+(:data:`TRANSITION_KEYS`).
+
+``policy_weights`` (max size 1) holds the newest policy variables and ``policy_version``
+(max size 1) only their version number; both items are created from the same writer step,
+so they share data and a version check transfers a few bytes (see ``replay.weights``).
+
+The UTD ratio is enforced by a ``SampleToInsertRatio`` limiter on ``online``: every update
+draws ``n_online = batch_size - round(mixing_ratio * batch_size)`` online items and the learner
+does ``utd_ratio`` updates per environment step, so ``samples_per_insert = utd_ratio *
+n_online``. The limiter blocks the learner's sampler once it is more than a small slack ahead
+of that target (``replay.samples_per_insert_tolerance``) and blocks inserts only when the
+actors are far ahead (``replay.insert_lead_steps``): the robot is not slowed down by a learner
+that is behind; the learner's effective UTD then shows on ``learner/utd_ratio``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from robofume.config import ExperimentConfig
+
+ONLINE_TABLE = "online"
+"""Transitions written by the actors, sampled by the learner."""
+WEIGHTS_TABLE = "policy_weights"
+"""The newest policy variables (one item)."""
+VERSION_TABLE = "policy_version"
+"""The version of the item in ``policy_weights`` (one tiny item, for cheap checks)."""
+
+TRANSITION_KEYS = (
+    "image",
+    "proprio",
+    "task",
+    "action",
+    "reward",
+    "terminal",
+    "next_image",
+    "next_proprio",
+    "mc_return",
+)
+"""Keys of one sampled transition, the same as the learner's batch dict."""
+
+STEP_COLUMNS = ("image", "proprio", "action", "reward", "terminal", "mc_return", "task")
+"""Columns of one trajectory step (the last step of an episode has only image and proprio)."""
+
+OBS_COLUMNS = ("image", "proprio")
+"""Columns of which an item references two steps (t and t+1)."""
+
+
+def transition_spec(cfg: ExperimentConfig) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape (without batch) and dtype of every transition key for this config."""
+    s, p, a = cfg.env.image_size, cfg.network.proprio_dim, cfg.env.action_dim
+    u8, f32 = np.dtype(np.uint8), np.dtype(np.float32)
+    return {
+        "image": ((s, s, 3), u8),
+        "proprio": ((p,), f32),
+        "task": ((), np.dtype(np.int64)),
+        "action": ((a,), f32),
+        "reward": ((), f32),
+        "terminal": ((), f32),
+        "next_image": ((s, s, 3), u8),
+        "next_proprio": ((p,), f32),
+        "mc_return": ((), f32),
+    }
+
+
+def transition_signature(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The ``online`` table signature: a ``tf.TensorSpec`` per transition key."""
+    import tensorflow as tf
+
+    return {
+        key: tf.TensorSpec(shape, tf.as_dtype(dtype), name=key)
+        for key, (shape, dtype) in transition_spec(cfg).items()
+    }
+
+
+def signature_to_spec(signature: Any) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Turn a table signature (dict of TensorSpec) read from the server into numpy terms."""
+    return {
+        key: (tuple(int(d) for d in spec.shape), np.dtype(spec.dtype.as_numpy_dtype))
+        for key, spec in signature.items()
+    }
+
+
+def online_batch_size(cfg: ExperimentConfig) -> int:
+    """Online items in each learner batch: batch_size minus the offline share."""
+    offline = round(cfg.learner.mixing_ratio * cfg.learner.batch_size)
+    return cfg.learner.batch_size - offline
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Parameters of the ``online`` table's SampleToInsertRatio limiter (in samples)."""
+
+    samples_per_insert: float
+    """utd_ratio * online items per update."""
+    min_size_to_sample: int
+    """Items before any sampling."""
+    min_diff: float
+    """Lower bound of inserts*samples_per_insert - samples (sampling blocks below)."""
+    max_diff: float
+    """Upper bound of the same error (inserting blocks above)."""
+
+    @property
+    def sample_slack(self) -> float:
+        """Samples the learner may take beyond the target."""
+        return self.samples_per_insert * self.min_size_to_sample - self.min_diff
+
+    @property
+    def insert_slack_steps(self) -> float:
+        """Environment steps the actors may insert beyond the target."""
+        offset = self.samples_per_insert * self.min_size_to_sample
+        return (self.max_diff - offset) / self.samples_per_insert
+
+
+def online_rate_limit(cfg: ExperimentConfig) -> RateLimit | None:
+    """The UTD limiter of ``online``; None when the learner takes no online data."""
+    n_online = online_batch_size(cfg)
+    spi = float(cfg.learner.utd_ratio) * n_online
+    if spi <= 0:
+        return None
+    rc = cfg.replay
+    min_size = max(1, int(rc.min_size_to_sample))
+    offset = spi * min_size
+    sample_slack = max(2.0 * max(1.0, spi), rc.samples_per_insert_tolerance * offset)
+    lead = rc.insert_lead_steps if rc.insert_lead_steps > 0 else rc.online_max_size
+    insert_slack = spi * max(2, int(lead))
+    return RateLimit(spi, min_size, offset - sample_slack, offset + insert_slack)
+
+
+def make_tables(cfg: ExperimentConfig) -> list[Any]:
+    """Fresh ``reverb.Table`` objects for one server (never reuse them across servers)."""
+    import reverb
+    import tensorflow as tf
+
+    limit = online_rate_limit(cfg)
+    if limit is None:
+        limiter = reverb.rate_limiters.MinSize(max(1, cfg.replay.min_size_to_sample))
+    else:
+        limiter = reverb.rate_limiters.SampleToInsertRatio(
+            samples_per_insert=limit.samples_per_insert,
+            min_size_to_sample=limit.min_size_to_sample,
+            error_buffer=(limit.min_diff, limit.max_diff),
+        )
+    online = reverb.Table(
+        name=ONLINE_TABLE,
+        sampler=reverb.selectors.Uniform(),
+        remover=reverb.selectors.Fifo(),
+        max_size=int(cfg.replay.online_max_size),
+        rate_limiter=limiter,
+        signature=transition_signature(cfg),
+    )
+    weights = reverb.Table(
+        name=WEIGHTS_TABLE,
+        sampler=reverb.selectors.Uniform(),
+        remover=reverb.selectors.Fifo(),
+        max_size=1,
+        rate_limiter=reverb.rate_limiters.MinSize(1),
+    )
+    version = reverb.Table(
+        name=VERSION_TABLE,
+        sampler=reverb.selectors.Uniform(),
+        remover=reverb.selectors.Fifo(),
+        max_size=1,
+        rate_limiter=reverb.rate_limiters.MinSize(1),
+        signature={"version": tf.TensorSpec((), tf.int64, name="version")},
+    )
+    return [online, weights, version]

@@ -1,0 +1,199 @@
+"""Policy weights through the replay server (the variable-container pattern).
+
+Usage::
+
+    from replay.weights import WeightsClient
+
+    # learner
+    client = WeightsClient(address)
+    client.publish(learner.get_variables(), version=update_count, config_hash=cfg.hash)
+
+    # actor (poll every few seconds)
+    latest = client.latest_version()             # a few bytes; None before the first publish
+    if latest is not None and latest != policy.version:
+        version, variables = client.fetch()      # transfers the weights
+
+``WeightsClient(address, *, timeout_s=10.0)``:
+
+* ``publish(variables: dict[str, np.ndarray], version: int, config_hash: str | None = None)``
+  writes one step holding every variable, the version and a small manifest (names, shapes,
+  dtypes, config hash) and creates two items from it: one in ``policy_weights`` (all columns)
+  and one in ``policy_version`` (only the version column). Both tables keep one item (FIFO), so
+  the newest publish replaces the previous one.
+* ``latest_version() -> int | None`` samples ``policy_version``: a few bytes, never the weights.
+* ``fetch(known_version=None) -> Weights | None``: the newest weights, or None when nothing is
+  published yet or the newest version equals ``known_version`` (a cheap check first). A
+  :class:`Weights` unpacks as ``version, variables = ...`` and also carries ``.config_hash``.
+  Versions are compared for equality, not order: a learner that resumes from an older
+  checkpoint republishes a smaller version and actors follow it.
+
+Signatures: ``policy_version`` has a fixed signature (int64 scalar). ``policy_weights`` has none,
+because the replay server starts before the learner and Reverb cannot add or change tables at
+run time; instead every publish carries a manifest that :meth:`fetch` checks (same number of
+arrays, names, shapes and dtypes) before returning the variables. All calls raise
+``ReplayUnavailableError`` when the server does not answer within ``timeout_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from replay.errors import ReplayUnavailableError
+from replay.tables import VERSION_TABLE, WEIGHTS_TABLE
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Published policy variables; unpacks as ``(version, variables)``."""
+
+    version: int
+    variables: dict[str, np.ndarray]
+    config_hash: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.version, self.variables))
+
+
+class WeightsClient:
+    """Publishes (learner) and fetches (actors) the newest policy variables."""
+
+    def __init__(self, address: str, *, timeout_s: float = 10.0):
+        import reverb
+
+        self.address = address
+        self.timeout_s = float(timeout_s)
+        self._client = reverb.Client(address)
+        self._lock = threading.Lock()
+
+    # -- learner ------------------------------------------------------------------------------
+    def publish(
+        self,
+        variables: Mapping[str, np.ndarray],
+        version: int,
+        config_hash: str | None = None,
+    ) -> None:
+        """Make ``variables`` the newest policy weights under ``version``."""
+        if not variables:
+            raise ValueError("publish needs at least one variable")
+        names = sorted(variables)
+        arrays = [np.ascontiguousarray(np.asarray(variables[n])) for n in names]
+        manifest = {
+            "version": int(version),
+            "config_hash": config_hash,
+            "names": names,
+            "shapes": [list(a.shape) for a in arrays],
+            "dtypes": [a.dtype.str for a in arrays],
+        }
+        blob = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8).copy()
+        step: dict[str, np.ndarray] = {
+            "version": np.asarray(int(version), np.int64),
+            "manifest": blob,
+        }
+        step.update({f"v{i:05d}": a for i, a in enumerate(arrays)})
+        with self._lock:
+            self._call(lambda: self._insert(step), "publishing weights")
+
+    def _insert(self, step: dict[str, np.ndarray]) -> None:
+        writer = self._client.trajectory_writer(num_keep_alive_refs=1, validate_items=False)
+        try:
+            writer.append(step)
+            refs = {key: writer.history[key][-1] for key in step}
+            writer.create_item(WEIGHTS_TABLE, 1.0, refs)
+            writer.create_item(VERSION_TABLE, 1.0, {"version": refs["version"]})
+            writer.end_episode(timeout_ms=int(self.timeout_s * 1000))
+        finally:
+            writer.close()
+
+    # -- actors -------------------------------------------------------------------------------
+    def latest_version(self) -> int | None:
+        """Version of the newest published weights; None when nothing is published yet."""
+        with self._lock:
+            if not self._has_item(VERSION_TABLE):
+                return None
+            sample = self._call(lambda: self._sample(VERSION_TABLE), "reading the version")
+        return int(np.asarray(sample[0]))
+
+    def fetch(self, known_version: int | None = None) -> Weights | None:
+        """Newest weights; None if none are published or their version == ``known_version``."""
+        if known_version is not None and self.latest_version() in (None, int(known_version)):
+            return None
+        with self._lock:
+            if not self._has_item(WEIGHTS_TABLE):
+                return None
+            flat = self._call(lambda: self._sample(WEIGHTS_TABLE), "fetching weights")
+        return _decode(flat, self.address)
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _has_item(self, table: str) -> bool:
+        infos = self._call(
+            lambda: self._client.server_info(timeout=max(1, round(self.timeout_s))),
+            "reading table info",
+        )
+        return table in infos and infos[table].current_size > 0
+
+    def _sample(self, table: str) -> list[np.ndarray]:
+        sample = next(self._client.sample(table, 1, emit_timesteps=False))
+        return list(sample.data)
+
+    def _call(self, fn: Any, what: str) -> Any:
+        """Run ``fn`` in a helper thread so a hung stream cannot block past ``timeout_s``."""
+        future: Future = Future()
+
+        def target() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as err:
+                future.set_exception(err)
+
+        threading.Thread(target=target, name="replay-weights-call", daemon=True).start()
+        try:
+            return future.result(timeout=self.timeout_s + 1.0)
+        except TimeoutError as err:
+            raise ReplayUnavailableError(
+                f"replay server at {self.address} did not answer {what} within "
+                f"{self.timeout_s:.0f} s"
+            ) from err
+        except ReplayUnavailableError:
+            raise
+        except (RuntimeError, OSError) as err:
+            raise ReplayUnavailableError(
+                f"replay server at {self.address}: {what} failed: {err}"
+            ) from err
+        except Exception as err:
+            if type(err).__module__.startswith("reverb"):
+                raise ReplayUnavailableError(
+                    f"replay server at {self.address}: {what} failed: {err}"
+                ) from err
+            raise
+
+
+def _decode(flat: list[np.ndarray], address: str) -> Weights:
+    """Rebuild the variables from the flat sample (sorted keys: manifest, v00000.., version)."""
+    manifest = json.loads(np.asarray(flat[0], np.uint8).tobytes().decode())
+    names, shapes, dtypes = manifest["names"], manifest["shapes"], manifest["dtypes"]
+    arrays = flat[1:-1]
+    if len(arrays) != len(names):
+        raise ValueError(
+            f"weights at {address}: manifest lists {len(names)} variables, item has {len(arrays)}"
+        )
+    variables = {}
+    for name, shape, dtype, arr in zip(names, shapes, dtypes, arrays, strict=True):
+        arr = np.asarray(arr)
+        if list(arr.shape) != list(shape) or arr.dtype != np.dtype(dtype):
+            raise ValueError(
+                f"weights at {address}: variable {name!r} is {arr.dtype}{list(arr.shape)}, "
+                f"manifest says {np.dtype(dtype)}{shape}"
+            )
+        variables[name] = arr
+    version = int(np.asarray(flat[-1]))
+    if version != manifest["version"]:
+        raise ValueError(f"weights at {address}: version {version} != manifest's")
+    return Weights(version, variables, manifest.get("config_hash"), {"names": names})

@@ -1,0 +1,269 @@
+"""The actor's writer: one closed episode -> one Reverb trajectory with one item per step.
+
+Usage (actor side)::
+
+    from replay.writer import EpisodeWriter
+    from replay.errors import ReplayUnavailableError, EpisodeRejectedError
+
+    writer = EpisodeWriter(cfg.deploy.replay_address, cfg)
+    try:
+        n = writer.write(episode)          # blocks until the server confirmed every item
+    except ReplayUnavailableError:         # server down / no answer: keep it, retry later
+        ...
+    except EpisodeRejectedError:           # malformed episode: retrying will not help
+        ...
+
+``EpisodeWriter(address, cfg=None, *, timeout_s=None, flush_every=None)``:
+``address`` is ``host:port`` of the replay server; ``cfg`` (an ExperimentConfig) supplies the
+discount for missing Monte-Carlo returns and the defaults of ``timeout_s``
+(``replay.rpc_timeout_s``) and ``flush_every`` (``replay.flush_every``). Thread-safe (one
+write at a time).
+
+What is written: the episode's ``rewards`` and ``terminals`` as they are (the actor derives
+them from the reward model's labels), ``mc_returns`` (computed with ``learner.discount`` when
+missing) and ``task_index(episode.task)``. See ``replay.tables`` for the item layout: each
+frame is stored once, item t references steps t and t+1 of the episode's own trajectory.
+
+Semantics of :meth:`EpisodeWriter.write`:
+
+* Everything is validated before the first byte is sent, against the table signature the
+  server reports: a malformed episode raises ``EpisodeRejectedError`` naming episode, key and
+  shapes, and nothing is written.
+* It returns only after every item is confirmed by the server (flushes every ``flush_every``
+  items, then ``end_episode``). A successful return is the only point at which the episode
+  counts as delivered.
+* ``ReplayUnavailableError`` (a ``ConnectionError``) is raised when the server cannot be
+  reached or stops answering within ``timeout_s``; the writer is then discarded and the
+  episode should be retried as a whole. Delivery is at-least-once: if the connection breaks
+  in the middle of an episode, the items the server had already confirmed stay in the table
+  and the retry writes them again (bounded to that one episode). The usual failures (server
+  down before the write, server restarted from its checkpoint) duplicate nothing.
+* While the server is reachable but the UTD rate limiter holds inserts back (the learner is
+  far behind), ``write`` waits: that is the back-pressure the limiter exists for.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from replay.errors import EpisodeRejectedError, ReplayConfigMismatchError, ReplayUnavailableError
+from replay.tables import ONLINE_TABLE, signature_to_spec, transition_spec
+
+if TYPE_CHECKING:
+    from robofume.config import ExperimentConfig
+    from robofume.types import Episode
+
+log = logging.getLogger(__name__)
+
+
+class EpisodeWriter:
+    """Writes closed episodes to the ``online`` table of the replay server at ``address``."""
+
+    def __init__(
+        self,
+        address: str,
+        cfg: ExperimentConfig | None = None,
+        *,
+        timeout_s: float | None = None,
+        flush_every: int | None = None,
+    ):
+        import reverb
+
+        self.address = address
+        self.cfg = cfg
+        self.timeout_s = float(
+            timeout_s if timeout_s is not None else (cfg.replay.rpc_timeout_s if cfg else 10.0)
+        )
+        self.flush_every = max(1, int(flush_every or (cfg.replay.flush_every if cfg else 32)))
+        self.discount = cfg.learner.discount if cfg else None
+        self._client = reverb.Client(address)
+        self._lock = threading.Lock()
+        self.episodes_written = 0
+        self.transitions_written = 0
+
+    # -- public -------------------------------------------------------------------------------
+    def write(self, episode: Episode) -> int:
+        """Write one closed episode; returns the number of transitions (items) written."""
+        with self._lock:
+            spec = self._server_spec()
+            steps = self._columns(episode, spec)
+            n = self._send(steps)
+            self.episodes_written += 1
+            self.transitions_written += n
+            return n
+
+    def close(self) -> None:
+        """Nothing is held between writes; kept for symmetry with the other clients."""
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- checks -------------------------------------------------------------------------------
+    def _server_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        try:
+            infos = self._client.server_info(timeout=max(1, round(self.timeout_s)))
+        except Exception as err:
+            raise ReplayUnavailableError(
+                f"replay server at {self.address} unreachable: {err}"
+            ) from err
+        if ONLINE_TABLE not in infos or infos[ONLINE_TABLE].signature is None:
+            raise ReplayConfigMismatchError(
+                f"server at {self.address} has no '{ONLINE_TABLE}' table with a signature; "
+                f"tables: {sorted(infos)}"
+            )
+        spec = signature_to_spec(infos[ONLINE_TABLE].signature)
+        if self.cfg is not None:
+            mine = transition_spec(self.cfg)
+            diff = {k: (spec.get(k), mine[k]) for k in mine if spec.get(k) != mine[k]}
+            if diff:
+                detail = "; ".join(f"{k}: server {s}, config {m}" for k, (s, m) in diff.items())
+                raise ReplayConfigMismatchError(
+                    f"replay server at {self.address} was started with another config: {detail}"
+                )
+        return spec
+
+    def _columns(self, ep: Episode, spec: dict) -> dict[str, np.ndarray]:
+        """Validated per-step arrays, or EpisodeRejectedError naming what is wrong."""
+        where = f"episode {ep.task!r} ({ep.kind}, meta {_short(ep.meta)})"
+        try:
+            ep.validate()
+        except ValueError as err:
+            raise EpisodeRejectedError(f"{where}: {err}") from None
+        t = len(ep)
+        if t < 1:
+            raise EpisodeRejectedError(f"{where}: has no transitions")
+        mc = ep.mc_returns
+        if mc is None:
+            if self.discount is None:
+                raise EpisodeRejectedError(
+                    f"{where}: mc_returns missing (pass a config to compute them)"
+                )
+            from robofume.data import mc_returns
+
+            mc = mc_returns(ep.rewards, ep.terminals, self.discount)
+        try:
+            from robofume.envs.tasks import task_index
+
+            task = task_index(ep.task)
+        except KeyError as err:
+            raise EpisodeRejectedError(f"{where}: {err.args[0]}") from None
+        cols = {
+            "image": (np.asarray(ep.images), (t + 1, *spec["image"][0]), np.uint8),
+            "proprio": (np.asarray(ep.proprio), (t + 1, *spec["proprio"][0]), np.float32),
+            "action": (np.asarray(ep.actions), (t, *spec["action"][0]), np.float32),
+            "reward": (np.asarray(ep.rewards), (t,), np.float32),
+            "terminal": (np.asarray(ep.terminals), (t,), np.float32),
+            "mc_return": (np.asarray(mc), (t,), np.float32),
+        }
+        out: dict[str, np.ndarray] = {}
+        for key, (arr, shape, dtype) in cols.items():
+            if arr.shape != shape:
+                raise EpisodeRejectedError(
+                    f"{where}: {key} has shape {arr.shape}, the replay table needs {shape}"
+                )
+            if dtype is np.uint8 and arr.dtype != np.uint8:
+                raise EpisodeRejectedError(f"{where}: {key} has dtype {arr.dtype}, needs uint8")
+            if dtype is np.float32 and arr.dtype.kind not in "fbiu":
+                raise EpisodeRejectedError(f"{where}: {key} has dtype {arr.dtype}, needs float")
+            arr = np.ascontiguousarray(arr, dtype=dtype)
+            if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                bad = int(np.flatnonzero(~np.isfinite(arr).reshape(arr.shape[0], -1).all(1))[0])
+                raise EpisodeRejectedError(f"{where}: {key} is NaN or inf at step {bad}")
+            out[key] = arr
+        out["task"] = np.full((t,), task, np.int64)
+        return out
+
+    # -- sending ------------------------------------------------------------------------------
+    def _send(self, cols: dict[str, np.ndarray]) -> int:
+        import reverb
+
+        t = int(cols["action"].shape[0])
+        writer = self._client.trajectory_writer(num_keep_alive_refs=2, validate_items=False)
+        try:
+            for key in ("image", "proprio"):
+                writer.configure((key,), num_keep_alive_refs=2, max_chunk_length=1)
+            for i in range(t + 1):
+                step: dict[str, Any] = {"image": cols["image"][i], "proprio": cols["proprio"][i]}
+                for key in ("action", "reward", "terminal", "mc_return", "task"):
+                    step[key] = cols[key][i] if i < t else None
+                writer.append(step)
+                if i == 0:
+                    continue
+                h = writer.history
+                writer.create_item(
+                    ONLINE_TABLE,
+                    1.0,
+                    {
+                        "image": h["image"][-2],
+                        "proprio": h["proprio"][-2],
+                        "task": h["task"][-2],
+                        "action": h["action"][-2],
+                        "reward": h["reward"][-2],
+                        "terminal": h["terminal"][-2],
+                        "next_image": h["image"][-1],
+                        "next_proprio": h["proprio"][-1],
+                        "mc_return": h["mc_return"][-2],
+                    },
+                )
+                if i % self.flush_every == 0:
+                    self._wait(writer.flush)
+            self._wait(writer.flush)
+            self._wait(writer.end_episode)
+        except ReplayUnavailableError:
+            _discard(writer)
+            raise
+        except (RuntimeError, reverb.errors.ReverbError) as err:
+            _discard(writer)
+            msg = f"writing to replay at {self.address} failed: {err}"
+            raise ReplayUnavailableError(msg) from err
+        except BaseException:
+            _discard(writer)
+            raise
+        writer.close()
+        return t
+
+    def _wait(self, op: Any) -> None:
+        """Run flush/end_episode with a deadline; keep waiting only while the server answers."""
+        import reverb
+
+        timeout_ms = max(1, int(self.timeout_s * 1000))
+        waited_since: float | None = None
+        while True:
+            try:
+                op(timeout_ms=timeout_ms)
+                return
+            except reverb.errors.DeadlineExceededError as err:
+                try:
+                    self._client.server_info(timeout=max(1, round(self.timeout_s)))
+                except Exception:
+                    raise ReplayUnavailableError(
+                        f"replay server at {self.address} stopped answering: {err}"
+                    ) from err
+                if waited_since is None:
+                    waited_since = time.monotonic()
+                    log.info(
+                        "replay at %s holds inserts back (the learner is behind the UTD "
+                        "target); waiting",
+                        self.address,
+                    )
+
+
+def _discard(writer: Any) -> None:
+    """Drop a writer whose stream failed without waiting for its pending items."""
+    try:
+        writer.close()
+    except Exception as err:  # pragma: no cover - best effort
+        log.debug("closing a failed trajectory writer: %s", err)
+
+
+def _short(meta: dict) -> str:
+    keep = {k: meta[k] for k in list(meta)[:4]}
+    return str(keep)
