@@ -66,8 +66,7 @@ class ScriptedExpert:
     # ------------------------------------------------------------------ planning
     def _held(self, task: Task, ee: np.ndarray) -> bool:
         env = self.env
-        grasp = env.object_position(task.obj)
-        grasp[2] += OBJECTS[task.obj].grasp_z
+        grasp = env.grasp_point(task.obj)
         return (
             env.touching_fingers(task.obj) >= 1
             and env.gripper_opening() > 0.05
@@ -81,8 +80,7 @@ class ScriptedExpert:
             return False, ee.copy()
         spec = OBJECTS[task.obj]
         obj = env.object_position(task.obj)
-        grasp = obj.copy()
-        grasp[2] += spec.grasp_z
+        grasp = env.grasp_point(task.obj)
         dest = PLACES[task.destination]
         place = np.array([*dest.center, dest.floor + spec.grasp_z + RELEASE_GAP])
         xy_err = float(np.linalg.norm(grasp[:2] - ee[:2]))

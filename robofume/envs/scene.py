@@ -106,6 +106,28 @@ def _place_xml(p: Place) -> str:
     return f'<body name="place_{p.name}" pos="{cx} {cy} 0">' + "".join(parts) + "</body>"
 
 
+RIM = (0.08, 0.56, 0.30, 0.03)
+"""Low walls around the play area: x from RIM[0] to RIM[1], |y| <= RIM[2], RIM[3] high; they
+keep rolling objects on the table (the gripper never reaches them)."""
+
+
+def _rim_xml() -> str:
+    x0, x1, y, h = RIM
+    t, cx, hx = 0.008, (x0 + x1) / 2, (x1 - x0) / 2
+    rgba = "0.32 0.33 0.36 1"
+    walls = [
+        (cx, y + t / 2, hx + t, t / 2),
+        (cx, -y - t / 2, hx + t, t / 2),
+        (x0 - t / 2, 0.0, t / 2, y),
+        (x1 + t / 2, 0.0, t / 2, y),
+    ]
+    return "".join(
+        f'<geom name="rim{i}" class="bin" type="box" size="{sx} {sy} {h / 2}" '
+        f'pos="{px} {py} {h / 2}" rgba="{rgba}"/>'
+        for i, (px, py, sx, sy) in enumerate(walls)
+    )
+
+
 def _object_xml(i: int, name: str) -> str:
     spec = OBJECTS[name]
     geoms = "".join(
@@ -206,8 +228,8 @@ def build_xml(offscreen: int = 128) -> str:
   <worldbody>
     <light name="key" directional="true" pos="0.3 0.2 1.5" dir="-0.2 -0.1 -1"
            diffuse="0.6 0.6 0.6" specular="0.1 0.1 0.1" castshadow="false"/>
-    <geom name="floor" class="deco" type="plane" size="3 3 0.1" pos="0 0 -0.75"
-          rgba="0.25 0.22 0.2 1"/>
+    <geom name="floor" type="plane" size="3 3 0.1" pos="0 0 -0.75" rgba="0.25 0.22 0.2 1"/>
+    {_rim_xml()}
     <geom name="table" type="box" size="0.45 0.5 0.15" pos="0.25 0 -0.15"
           rgba="{TABLE_RGBA}" friction="0.8 0.005 0.0001"/>
     {places}
@@ -249,3 +271,47 @@ def arm_ik(hand_pos: np.ndarray) -> tuple[float, float, float, float]:
     )
     wrist = math.pi - shoulder - elbow
     return waist, shoulder, elbow, wrist
+
+
+class SceneVariator:
+    """Per-episode scene variation (``cfg.env.scene``) applied to a compiled model in place.
+
+    Lighting: the key light's brightness and the headlight's ambient scale by 1 +- ``lighting``
+    and the key light's direction tilts by about ``lighting`` radians. Camera: its position moves
+    up to ``camera_jitter`` metres per axis while it keeps looking at the table centre. With
+    everything off the model is restored to its defaults, so variation never leaks between
+    episodes. (Distractor objects are placed by the environment.)
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.cam = model.camera("main").id
+        self.light = model.light("key").id
+        self.diffuse = model.light_diffuse[self.light].copy()
+        self.direction = model.light_dir[self.light].copy()
+        self.ambient = model.vis.headlight.ambient.copy()
+        self.cam_pos = model.cam_pos[self.cam].copy()
+        self.cam_quat = model.cam_quat[self.cam].copy()
+
+    def apply(self, variation, rng: np.random.Generator) -> None:
+        """Restore the defaults, then draw this episode's variation from ``rng``."""
+        m = self.model
+        m.light_diffuse[self.light] = self.diffuse
+        m.light_dir[self.light] = self.direction
+        m.vis.headlight.ambient[:] = self.ambient
+        m.cam_pos[self.cam] = self.cam_pos
+        m.cam_quat[self.cam] = self.cam_quat
+        amount = float(variation.lighting)
+        if amount > 0:
+            scale = 1 + rng.uniform(-amount, amount)
+            m.light_diffuse[self.light] = np.clip(self.diffuse * scale, 0, 1)
+            direction = self.direction + rng.normal(0, amount, size=3)
+            direction[2] = -abs(direction[2]) - 0.2  # keep it shining downwards
+            m.light_dir[self.light] = direction / np.linalg.norm(direction)
+            ambient = self.ambient * (1 + rng.uniform(-amount, amount))
+            m.vis.headlight.ambient[:] = np.clip(ambient, 0, 1)
+        jitter = float(variation.camera_jitter)
+        if jitter > 0:
+            pos = CAMERA_POS + rng.uniform(-jitter, jitter, size=3)
+            m.cam_pos[self.cam] = pos
+            m.cam_quat[self.cam] = lookat_quat(pos, CAMERA_TARGET)

@@ -75,8 +75,13 @@ def _close_live_envs() -> None:
 
 
 def import_mujoco(backend: str):
-    """Import mujoco after setting MUJOCO_GL (only when the environment does not set it)."""
+    """Import mujoco after setting MUJOCO_GL (only when the environment does not set it).
+
+    Also defaults Mesa's software rasteriser to one thread (LP_NUM_THREADS=1): at robofume's
+    image sizes extra render threads cost more than they save, badly so on a busy machine.
+    """
     os.environ.setdefault("MUJOCO_GL", backend)
+    os.environ.setdefault("LP_NUM_THREADS", "1")
     try:
         import mujoco
     except (ImportError, AttributeError, OSError) as err:
@@ -132,6 +137,9 @@ class TabletopEnv(gym.Env):
         self._image: np.ndarray | None = None
         self._yaw = 0.0
         self._active: set[str] = set()
+        self._bad_qacc = 0
+        self.recoveries = 0
+        """How often the scene was re-drawn after the physics became unstable."""
 
     # ------------------------------------------------------------------ model bookkeeping
     def _index_model(self) -> None:
@@ -151,10 +159,7 @@ class TabletopEnv(gym.Env):
         self._ee_site = m.site("ee").id
         self._pads = np.array([m.geom("pad_l").id, m.geom("pad_r").id])
         self._cam = m.camera("main").id
-        self._light = m.light("key").id
-        self._base_light = (m.light_diffuse[self._light].copy(), m.light_dir[self._light].copy())
-        self._base_ambient = m.vis.headlight.ambient.copy()
-        self._base_cam = (m.cam_pos[self._cam].copy(), m.cam_quat[self._cam].copy())
+        self._variation = scene.SceneVariator(m)
         self._hand_body = m.body("hand").id
         self._arm_v = [vadr(j) for j in ("waist", "shoulder", "elbow", "wrist")]
 
@@ -180,6 +185,16 @@ class TabletopEnv(gym.Env):
     def object_position(self, name: str) -> np.ndarray:
         """World position of an object's origin (centre of its footprint)."""
         return self.data.xpos[self._obj_body[name]].copy()
+
+    def grasp_point(self, name: str) -> np.ndarray:
+        """Where the gripper should close on an object: its grasp point, rotated with the
+        object, and never below the lowest end-effector height."""
+        body = self._obj_body[name]
+        point = self.data.xpos[body] + self.data.xmat[body].reshape(3, 3)[:, 2] * (
+            OBJECTS[name].grasp_z
+        )
+        point[2] = max(point[2], self._lo[2])
+        return point
 
     def object_speed(self, name: str) -> float:
         """Linear speed of an object (m/s)."""
@@ -232,10 +247,14 @@ class TabletopEnv(gym.Env):
         options = options or {}
         if options.get("task") is not None:
             self._task = get_task(options["task"])
-        rng = self.np_random
+        self._init_state(self.np_random)
+        return self._obs(), self._info()
+
+    def _init_state(self, rng: np.random.Generator) -> None:
+        """Draw an initial state of the current task (scene variation, objects, arm)."""
         m, d, mj = self.model, self.data, self._mj
         mj.mj_resetData(m, d)
-        self._vary_scene(rng)
+        self._variation.apply(self.cfg.scene, rng)
         # objects: the task's object at its source place, distractors on free spots
         others = [n for n in OBJECTS if n != self._task.obj]
         n_dis = min(int(self.cfg.scene.distractors), len(DISTRACTOR_SPOTS))
@@ -268,8 +287,8 @@ class TabletopEnv(gym.Env):
         d.ctrl[:] = scene.FINGER_MAX
         mj.mj_step(m, d, nstep=SETTLE_STEPS)
         d.qvel[self._hand_v : self._hand_v + 6] = 0.0
+        self._bad_qacc = int(d.warning[mj.mjtWarning.mjWARN_BADQACC].number)
         self._finish_step()
-        return self._obs(), self._info()
 
     def step(self, action):
         a = self._check_action(action)
@@ -292,6 +311,14 @@ class TabletopEnv(gym.Env):
             frac = min(1.0, (k + 1) / ramp)
             d.mocap_pos[0] = start + (target - start) * frac
             mj.mj_step(m, d, nstep=per)
+        bad = int(d.warning[mj.mjtWarning.mjWARN_BADQACC].number)
+        if bad != self._bad_qacc:
+            # MuJoCo reset the data to the model defaults: put a valid scene back, as a human
+            # would, instead of continuing from a meaningless state
+            log.warning("simulation became unstable (task %s); re-drew the scene", self._task.name)
+            self.recoveries += 1
+            self._init_state(self.np_random)
+            return self._obs(), 0.0, False, False, self._info()
         self._finish_step()
         info = self._info()
         reward = 1.0 if info["success"] else 0.0
@@ -357,30 +384,6 @@ class TabletopEnv(gym.Env):
             math.sin(yaw / 2),
         )
         self.data.qvel[v : v + 6] = 0.0
-
-    def _vary_scene(self, rng: np.random.Generator) -> None:
-        m, sv = self.model, self.cfg.scene
-        diffuse, direction = self._base_light
-        pos, quat = self._base_cam
-        m.light_diffuse[self._light] = diffuse
-        m.light_dir[self._light] = direction
-        m.vis.headlight.ambient[:] = self._base_ambient
-        m.cam_pos[self._cam] = pos
-        m.cam_quat[self._cam] = quat
-        if sv.lighting > 0:
-            m.light_diffuse[self._light] = np.clip(
-                diffuse * (1 + rng.uniform(-sv.lighting, sv.lighting)), 0, 1
-            )
-            new_dir = direction + rng.normal(0, sv.lighting, size=3)
-            new_dir[2] = -abs(new_dir[2]) - 0.2
-            m.light_dir[self._light] = new_dir / np.linalg.norm(new_dir)
-            m.vis.headlight.ambient[:] = np.clip(
-                self._base_ambient * (1 + rng.uniform(-sv.lighting, sv.lighting)), 0, 1
-            )
-        if sv.camera_jitter > 0:
-            new_pos = scene.CAMERA_POS + rng.uniform(-sv.camera_jitter, sv.camera_jitter, 3)
-            m.cam_pos[self._cam] = new_pos
-            m.cam_quat[self._cam] = scene.lookat_quat(new_pos, scene.CAMERA_TARGET)
 
     def _finish_step(self) -> None:
         d = self.data
