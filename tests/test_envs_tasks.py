@@ -70,5 +70,5 @@ def test_instructions_are_distinct_and_name_objects_and_places():
 
 def test_get_task_names_the_unknown_task():
     assert get_task(get_task("bench_reset")) is get_task("bench_reset")
-    with pytest.raises(KeyError, match="unknown task 'vase'.*vase_forward"):
+    with pytest.raises(KeyError, match=r"unknown task 'vase'.*vase_forward"):
         get_task("vase")
