@@ -17,10 +17,13 @@ def _reports_errors(fn: Callable[[argparse.Namespace], int]) -> Callable:
     def wrapper(args: argparse.Namespace) -> int:
         from learner.data import DatasetMismatchError
         from learner.learner import NonFiniteLossError
+        from robofume.config import ConfigError
         from robofume.data import DatasetError
 
         try:
             return fn(args)
+        except ConfigError:
+            raise  # reported by robofume.cli (exit code 2)
         except (DatasetError, DatasetMismatchError) as err:
             log.error("dataset error: %s", err)
             return 2

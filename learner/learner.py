@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 Batch = dict[str, torch.Tensor]
 LOSS_TERMS = ("critic_loss", "cql_penalty", "actor_loss", "bc_loss", "alpha_loss")
+_FINITE_TERMS = (*LOSS_TERMS, "critic_total")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -91,7 +92,7 @@ class Learner:
         self.num_updates = 0
         self.target_entropy = -float(cfg.env.action_dim)
         self._first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
-        self._bad_terms = torch.zeros(len(LOSS_TERMS), dtype=torch.bool, device=self.device)
+        self._bad_terms = torch.zeros(len(_FINITE_TERMS), dtype=torch.bool, device=self.device)
         self._encode = a.encoder
         self._encode_target = a.target_encoder
         self._critic = a.critic
@@ -120,14 +121,19 @@ class Learner:
             return images
         return random_shift(images, net.shift_pad, self.generator)
 
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One gradient step of every trained part on ``batch``; returns 0-d metric tensors."""
+    def compute_losses(
+        self, batch: Batch
+    ) -> tuple[dict[str, torch.Tensor | None], dict[str, torch.Tensor]]:
+        """The loss graph of one update: ({critic, actor, alpha, cql_multiplier}, metrics).
+
+        ``critic`` (TD + CQL) trains the encoder and critics; ``actor`` the policy only (it sees
+        detached features; with ``algorithm: bc`` the encoder too); ``alpha`` the temperature;
+        ``cql_multiplier`` the Lagrange CQL weight. Absent terms are None.
+        """
         lc, algo, a = self.cfg.learner, self.algo, self.agent
         action = batch["action"].float()
         b, act_dim = action.shape
-        n = lc.cql_n_actions
-        table = a.task_table
-        task_emb = table[batch["task"]]  # (B, D)
+        task_emb = a.task_table[batch["task"]]  # (B, D)
         metrics: dict[str, torch.Tensor] = {}
         zero = torch.zeros((), device=self.device)
         with self._autocast():
@@ -154,31 +160,12 @@ class Learner:
 
             critic_total = td_loss = cql_diff = bound_rate = mult_loss = None
             if algo.rl:
-                out = self._critic_losses(batch, state, task_emb, mean, log_std, action, alpha, n)
+                out = self._critic_losses(
+                    batch, state, task_emb, mean, log_std, action, alpha, lc.cql_n_actions
+                )
                 critic_total, td_loss, cql_diff, bound_rate, mult_loss, q_data, y = out
                 metrics["q_mean"] = q_data.mean().detach()
                 metrics["target_mean"] = y.mean()
-
-        # ---- backward: each loss only into the parameters it trains
-        self.actor_opt.zero_grad(set_to_none=True)
-        self.alpha_opt.zero_grad(set_to_none=True)
-        if algo.rl:
-            self.critic_opt.zero_grad(set_to_none=True)
-            critic_total.backward(inputs=a.critic_parameters())
-        actor_total.backward(inputs=self.actor_params)
-        alpha_total.backward(inputs=[a.log_alpha])
-        if algo.rl:
-            self.critic_opt.step()
-        self.actor_opt.step()
-        self.alpha_opt.step()
-        if mult_loss is not None:
-            self.cql_alpha_opt.zero_grad(set_to_none=True)
-            mult_loss.backward(inputs=[a.log_cql_alpha])
-            self.cql_alpha_opt.step()
-        if algo.rl:
-            with torch.no_grad():
-                target, online = a.target_pairs()
-                torch._foreach_lerp_(target, online, lc.tau)
 
         terms = [
             td_loss.detach() if td_loss is not None else zero,
@@ -187,7 +174,6 @@ class Learner:
             bc_mean.detach(),
             alpha_total.detach(),
         ]
-        self._record_finite(torch.stack(terms))
         metrics.update(dict(zip(LOSS_TERMS, terms, strict=True)))
         if critic_total is not None:
             metrics["critic_total"] = critic_total.detach()
@@ -202,6 +188,40 @@ class Learner:
                 if lc.cql_lagrange
                 else torch.full((), lc.cql_alpha, device=self.device)
             )
+        graph = {
+            "critic": critic_total,
+            "actor": actor_total,
+            "alpha": alpha_total,
+            "cql_multiplier": mult_loss,
+        }
+        return graph, metrics
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step of every trained part on ``batch``; returns 0-d metric tensors."""
+        a = self.agent
+        graph, metrics = self.compute_losses(batch)
+        # each loss only into the parameters it trains
+        self.actor_opt.zero_grad(set_to_none=True)
+        self.alpha_opt.zero_grad(set_to_none=True)
+        if graph["critic"] is not None:
+            self.critic_opt.zero_grad(set_to_none=True)
+            graph["critic"].backward(inputs=a.critic_parameters())
+        graph["actor"].backward(inputs=self.actor_params)
+        graph["alpha"].backward(inputs=[a.log_alpha])
+        if graph["critic"] is not None:
+            self.critic_opt.step()
+        self.actor_opt.step()
+        self.alpha_opt.step()
+        if graph["cql_multiplier"] is not None:
+            self.cql_alpha_opt.zero_grad(set_to_none=True)
+            graph["cql_multiplier"].backward(inputs=[a.log_cql_alpha])
+            self.cql_alpha_opt.step()
+        if self.algo.rl:
+            with torch.no_grad():
+                target, online = a.target_pairs()
+                torch._foreach_lerp_(target, online, self.cfg.learner.tau)
+        zero = metrics["actor_loss"].new_zeros(())
+        self._record_finite(torch.stack([metrics.get(k, zero) for k in _FINITE_TERMS]))
         self.num_updates += 1
         return metrics
 
@@ -286,7 +306,8 @@ class Learner:
         """Raise NonFiniteLossError if any update so far produced a NaN/inf loss (one sync)."""
         step = int(self._first_bad)
         if step >= 0:
-            terms = [t for t, bad in zip(LOSS_TERMS, self._bad_terms.tolist(), strict=True) if bad]
+            flags = self._bad_terms.tolist()
+            terms = [t for t, bad in zip(_FINITE_TERMS, flags, strict=True) if bad]
             raise NonFiniteLossError(step, terms, checkpoint)
 
     # ------------------------------------------------------------------ Acme-style interface

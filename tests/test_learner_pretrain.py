@@ -1,0 +1,133 @@
+"""`robofume pretrain` / `robofume evaluate` end to end on a tiny generated dataset."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import pytest
+import torch
+
+from robofume.cli import main
+from robofume.config import load_config
+
+FAST = ["--learner.log_every", "3", "--learner.checkpoint_every", "6"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from robofume.data import generate_dataset
+
+    cfg = load_config("smoke")
+    cfg = cfg.replace(data=dataclasses.replace(cfg.data, workers=1, failure_episodes=0))
+    out = tmp_path_factory.mktemp("smoke_data")
+    generate_dataset(cfg, out)
+    return out
+
+
+def pretrain(dataset, out, steps, *extra):
+    argv = ["pretrain", "--preset", "smoke", "--data", str(dataset), "--out", str(out)]
+    return main([*argv, "--steps", str(steps), *FAST, *extra])
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def full_run(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    assert pretrain(dataset, out, 12) == 0
+    return out
+
+
+def test_pretrain_writes_checkpoints_logs_and_config(full_run):
+    ckpts = full_run / "checkpoints"
+    assert (ckpts / "ckpt_6.pt").exists() and (ckpts / "ckpt_12.pt").exists()
+    assert (ckpts / "latest").read_text().strip() == "ckpt_12.pt"
+    assert list((full_run / "tb").glob("events.out.tfevents.*"))
+    assert (full_run / "config.yaml").exists()
+    ckpt = load(ckpts / "ckpt_12.pt")
+    assert (
+        ckpt["step"] == 12
+        and ckpt["config_hash"] == load_config("smoke", overrides=ckpt["config"]).hash
+    )
+    assert {"critic", "actor", "alpha", "cql_alpha"} <= set(ckpt["learner"]["optimizers"])
+    assert "sampler" in ckpt["extra"] and "rng" in ckpt["extra"]
+
+
+def test_resume_is_bit_exact(dataset, full_run, tmp_path):
+    assert pretrain(dataset, tmp_path, 6) == 0  # "interrupted" after the first checkpoint
+    assert not (tmp_path / "checkpoints" / "ckpt_12.pt").exists()
+    assert pretrain(dataset, tmp_path, 12) == 0  # resumes from ckpt_6
+    a = load(full_run / "checkpoints" / "ckpt_12.pt")
+    b = load(tmp_path / "checkpoints" / "ckpt_12.pt")
+    for key, value in a["learner"]["agent"].items():
+        assert torch.equal(value, b["learner"]["agent"][key]), key
+    opt_a = a["learner"]["optimizers"]["critic"]["state"]
+    opt_b = b["learner"]["optimizers"]["critic"]["state"]
+    for i in opt_a:
+        assert torch.equal(opt_a[i]["exp_avg_sq"], opt_b[i]["exp_avg_sq"])
+    assert torch.equal(a["extra"]["sampler"]["generator"], b["extra"]["sampler"]["generator"])
+
+
+def test_resume_refuses_a_different_config(dataset, full_run, caplog):
+    caplog.set_level(logging.ERROR)
+    rc = pretrain(dataset, full_run, 18, "--learner.cql_alpha", "1.0")
+    assert rc == 2
+    assert "learner.cql_alpha: 5.0 -> 1.0" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["--env.image_size", "48"], "32x32 images but env.image_size is 48"),
+        (["--env.action_dim", "5"], "4-d actions but env.action_dim is 5"),
+        (
+            ["--data.target_tasks", "[bench]"],
+            "no forward demos of target task(s) ['bench_forward']",
+        ),
+    ],
+)
+def test_dataset_config_mismatch_fails_before_training(
+    dataset, tmp_path, caplog, override, message
+):
+    caplog.set_level(logging.ERROR)
+    assert pretrain(dataset, tmp_path, 6, *override) == 2
+    assert message in caplog.text
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "tb").exists()
+
+
+def test_nan_loss_stops_with_step_terms_and_checkpoint(dataset, tmp_path, caplog, monkeypatch):
+    from learner.buffer import OfflineBuffer
+
+    calls = {"n": 0}
+    sample = OfflineBuffer.sample
+
+    def poisoned(self, batch_size):
+        batch = sample(self, batch_size)
+        calls["n"] += 1
+        if calls["n"] >= 8:  # update 8 onwards sees a NaN reward
+            batch["reward"] = batch["reward"] * float("nan")
+        return batch
+
+    monkeypatch.setattr(OfflineBuffer, "sample", poisoned)
+    caplog.set_level(logging.ERROR)
+    assert pretrain(dataset, tmp_path, 20) == 3
+    assert "non-finite loss at update 8: critic_loss" in caplog.text
+    assert "last good checkpoint" in caplog.text and "ckpt_6.pt" in caplog.text
+    assert not (tmp_path / "checkpoints" / "ckpt_12.pt").exists()
+
+
+def test_evaluate_json(full_run, tmp_path, capsys):
+    ckpt = full_run / "checkpoints" / "ckpt_12.pt"
+    rc = main(["evaluate", str(ckpt), "--episodes", "1", "--json", "--out", str(tmp_path)])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["update"] == 12
+    assert list(result["tasks"]) == ["vase_forward"]
+    assert result["tasks"]["vase_forward"]["episodes"] == 1
+    assert 0.0 <= result["mean_success_rate"] <= 1.0
+    assert {p.rsplit("/", 1)[-1] for p in result["media"]} == {"eval_12.png", "eval_12.gif"}
+    assert (tmp_path / "eval_12.png").stat().st_size > 0
