@@ -79,6 +79,8 @@ class OnlineSampler:
         self.batches = 0
         self.samples = 0
         self.reconnects = 0
+        self.last_sample_at: float | None = None
+        """time.monotonic() of the last sampled item (None before the first)."""
         self._thread = threading.Thread(target=self._run, name="replay-sampler", daemon=True)
         self._thread.start()
 
@@ -114,12 +116,15 @@ class OnlineSampler:
             return f"replay at {self.address} unreachable, reconnecting"
         if self.waiting:
             return "rate limiter holds sampling back (UTD target reached or table below min size)"
+        idle = time.monotonic() - (self.last_sample_at or time.monotonic())
+        if idle > self.timeout_s + 1.0:
+            return f"no samples for {idle:.0f} s (replay restarting?)"
         return "sampling"
 
-    def close(self) -> None:
-        """Stop the background thread (it ends within about ``timeout_s``)."""
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the background thread (a daemon; waits at most ``timeout`` for it to end)."""
         self._stop.set()
-        self._thread.join(timeout=self.timeout_s + self.rpc_timeout_s + 5.0)
+        self._thread.join(timeout=timeout)
 
     def __enter__(self) -> OnlineSampler:
         return self
@@ -156,6 +161,7 @@ class OnlineSampler:
             try:
                 for sample in dataset.as_numpy_iterator():
                     self.waiting = False
+                    self.last_sample_at = time.monotonic()
                     carry = self._emit(carry, sample.data)
                     if self._stop.is_set():
                         return

@@ -4,9 +4,9 @@
 actor of ``deploy/``); ``robofume replay serve`` runs it as a command. On start the server
 restores the newest complete checkpoint under the checkpoint directory, so a restarted server
 continues with the items (and rate-limiter counters) it had at its last checkpoint. A
-background thread checkpoints every ``replay.checkpoint_every_s`` seconds, keeps the newest
-``replay.keep_checkpoints`` and writes the ``replay`` heartbeat for ``robofume status``;
-:meth:`ReplayServer.stop` takes a last checkpoint.
+background thread checkpoints every ``replay.checkpoint_every_s`` seconds (Reverb deletes the
+previous checkpoint once a new one is complete) and writes the ``replay`` heartbeat for
+``robofume status``; :meth:`ReplayServer.stop` takes a last checkpoint.
 
 Reverb listens on all interfaces of the port (its Python API has no bind address); put the
 server behind the cluster's firewall or on a loopback-only host when that matters.
@@ -15,7 +15,6 @@ server behind the cluster's firewall or on a loopback-only host when that matter
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -93,12 +92,11 @@ class ReplayServer:
 
     # -- operations ---------------------------------------------------------------------------
     def checkpoint(self) -> str:
-        """Write a checkpoint now (blocks while writing) and prune old ones; returns its path."""
+        """Write a checkpoint now (blocks while writing); returns its path."""
         with self._lock:
             path = self._client.checkpoint()
             self.last_checkpoint = path
             self.checkpoints_written += 1
-            self._prune()
         log.info("replay checkpoint %s", path)
         return path
 
@@ -131,11 +129,6 @@ class ReplayServer:
         self.stop(checkpoint=False)
 
     # -- background ---------------------------------------------------------------------------
-    def _prune(self) -> None:
-        keep = max(1, int(self.cfg.replay.keep_checkpoints))
-        for old in list_checkpoints(self.checkpoint_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-
     def _background(self) -> None:
         every = self.checkpoint_every_s
         next_ckpt = time.monotonic() + every if every > 0 else float("inf")

@@ -21,11 +21,9 @@ class ReplayConfig:
     """Actor-side slack: environment steps the actors may insert beyond what the learner has
     consumed at the UTD target before inserts block (0: online_max_size)."""
     checkpoint_every_s: float = 300.0
-    """Seconds between Reverb checkpoints (0 = off)."""
+    """Seconds between Reverb checkpoints (0 = only on a clean stop); Reverb keeps the newest."""
     checkpoint_dir: str = ""
     """Where checkpoints go (empty: <run_dir>/replay)."""
-    keep_checkpoints: int = 2
-    """Newest Reverb checkpoints kept on disk; older ones are deleted."""
     prefetch: int = 2
     """Batches the learner's sampler prefetches."""
     flush_every: int = 32
