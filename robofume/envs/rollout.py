@@ -163,4 +163,30 @@ def load_policy(
             noise=cfg.data.expert_noise if noise is None else noise,
             seed=cfg.seed if seed is None else seed,
         )
-    raise ValueError(f"{spec!r} is not a known policy; known policies: expert")
+    if spec.endswith(".pt") or Path(spec).is_dir():
+        return _checkpoint_policy(spec, cfg)
+    raise ValueError(
+        f"{spec!r} is not a known policy; known policies: expert, or a learner checkpoint "
+        "(ckpt_<step>.pt or its run directory)"
+    )
+
+
+def _checkpoint_policy(spec: str, cfg: ExperimentConfig) -> PolicyFn:
+    """A learner checkpoint as a deterministic policy_fn (robofume.policy.load_policy)."""
+    from robofume.policy import load_policy as load_checkpoint
+
+    try:
+        policy = load_checkpoint(spec)
+    except FileNotFoundError as err:
+        raise ValueError(str(err)) from err
+    size = policy.cfg.env.image_size
+    if size != cfg.env.image_size:
+        raise ValueError(
+            f"checkpoint {spec} was trained on {size}x{size} images; "
+            f"run with --env.image_size {size} (or its preset)"
+        )
+
+    def act(obs: dict, task_name: str) -> np.ndarray:
+        return policy.act(obs, task_name, deterministic=True)
+
+    return act
