@@ -9,7 +9,13 @@ import pytest
 
 from robofume.cli import main
 from robofume.config import load_config
-from robofume.data import DatasetError, generate_dataset, load_dataset_dir, read_episodes
+from robofume.data import (
+    DatasetError,
+    ensure_dataset,
+    generate_dataset,
+    load_dataset_dir,
+    read_episodes,
+)
 
 HOLD = 2
 OVERRIDES = [
@@ -137,3 +143,17 @@ def test_generation_is_deterministic_across_worker_counts(tmp_path, dataset):
     manifest = json.loads((other / "manifest.json").read_text())
     assert manifest["workers"] == 2
     assert manifest["config_hash"] == json.loads((out / "manifest.json").read_text())["config_hash"]
+
+
+def test_ensure_dataset_reuses_a_matching_dataset_and_regenerates_a_stale_one(dataset, monkeypatch):
+    cfg, out = dataset
+    before = (out / "prior.hdf5").stat().st_mtime_ns
+    assert ensure_dataset(cfg, out) == out
+    assert (out / "prior.hdf5").stat().st_mtime_ns == before
+    calls = []
+    monkeypatch.setattr(
+        "robofume.data.generate.generate_dataset", lambda c, p: calls.append(c.data.seed) or p
+    )
+    other = load_config("smoke", overrides=[*OVERRIDES, "--data.seed", "7"])
+    assert ensure_dataset(other, out) == out
+    assert calls == [7]

@@ -68,6 +68,7 @@ def test_roundtrip_and_filters(stored):
     with h5py.File(path) as f:  # robomimic-style layout
         assert f["data/demo_1/obs/image"].chunks == (1, 16, 16, 3)
         assert f["data/demo_1"].attrs["task"] == "vase_reset"
+        assert f["data/demo_1"].attrs["task_index"] == 1  # vase_reset in the simulated suite
         assert f["data"].attrs["total"] == 15
 
 

@@ -6,7 +6,8 @@ Layout (format ``robofume.episodes`` version 1)::
                                    proprio_dim, num_episodes, tasks (JSON list), kinds (JSON
                                    counts), plus the writer's own attrs (non-scalars as JSON)
     /data                   attrs: total (steps over all episodes), env_args (JSON)
-    /data/demo_<i>/         attrs: task, language, kind, num_samples (= T), meta (JSON)
+    /data/demo_<i>/         attrs: task, language, kind, num_samples (= T), meta (JSON),
+                                   task_index (position in the simulated suite, -1 outside it)
         obs/image           uint8 (T+1, H, W, 3), one chunk per frame, lzf or gzip
         obs/proprio         float32 (T+1, P)
         actions             float32 (T, A)
@@ -67,6 +68,16 @@ def _decode_attr(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _task_index(name: str) -> int:
+    """Index of a simulated task (informational: the name is what readers rely on)."""
+    from robofume.envs.tasks import task_index
+
+    try:
+        return task_index(name)
+    except KeyError:
+        return -1
 
 
 class EpisodeWriter:
@@ -145,6 +156,7 @@ class EpisodeWriter:
         group.attrs["kind"] = episode.kind
         group.attrs["num_samples"] = len(episode)
         group.attrs["meta"] = json.dumps(episode.meta, default=str)
+        group.attrs["task_index"] = _task_index(episode.task)
         if episode.task not in self._tasks:
             self._tasks.append(episode.task)
         self._kinds[episode.kind] = self._kinds.get(episode.kind, 0) + 1
