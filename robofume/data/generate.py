@@ -18,7 +18,6 @@ number of worker processes.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -122,7 +121,7 @@ def _init_worker(cfg: ExperimentConfig) -> None:
     from robofume.envs import make_env
     from robofume.envs.tasks import task_names
 
-    _CFG = cfg
+    _CFG, _INIT_ERROR = cfg, None
     try:
         _ENV = make_env(cfg.env, task=task_names()[0], seed=cfg.data.seed)
     except Exception as err:  # a raising Pool initializer would be restarted forever
@@ -319,5 +318,5 @@ def _manifest(cfg, counts, steps, stats, retries, modes, seconds, workers) -> di
             "per_task": expert,
         },
         "env": to_dict(cfg.env),
-        "data": {k: v for k, v in dataclasses.asdict(cfg.data).items()},
+        "data": to_dict(cfg.data),
     }

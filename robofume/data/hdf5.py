@@ -282,7 +282,11 @@ class EpisodeFile:
             "image_shape": tuple(shape) if shape and shape[0] else None,
             "action_dim": int(attrs.get("action_dim") or 0) or None,
         }
-        self._infos = [check_group(self._file["data"][n], where, n, expect) for n in self.names]
+        self._infos = [check_group(self._group(n), where, n, expect) for n in self.names]
+
+    def _group(self, name: str) -> h5py.Group:
+        with guard(str(self.path), name, None):
+            return self._file["data"][name]
 
     # -- lazy access --------------------------------------------------------------------
     def __len__(self) -> int:
@@ -296,7 +300,7 @@ class EpisodeFile:
         if not -len(self) <= index < len(self):
             raise IndexError(f"{self.path}: episode index {index} out of range ({len(self)})")
         name = self.names[index]
-        return load_checked(self._file["data"][name], str(self.path), name, self._infos[index])
+        return load_checked(self._group(name), str(self.path), name, self._infos[index])
 
     def __iter__(self) -> Iterator[Episode]:
         for i in range(len(self)):
