@@ -29,6 +29,7 @@ from robofume.types import Episode
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
+SPILL_LOG_EVERY_S = 10.0
 
 
 class EpisodeSink(Protocol):
@@ -74,7 +75,6 @@ class DeliveryQueue:
         self._disk: deque[Path] = deque()
         self._from_disk: dict[int, Path] = {}
         self._stop = threading.Event()
-        self._closing = False
         self._finalized: dict[int, list[Episode]] = {}
         self.delivered_segments = 0
         self.delivered_episodes = 0
@@ -83,6 +83,8 @@ class DeliveryQueue:
         self.replay_down_since: float | None = None
         self.labels_down_since: float | None = None
         self.last_error = ""
+        self._writing_since: float | None = None
+        self._last_spill_log = -SPILL_LOG_EVERY_S
         self._threads = [
             threading.Thread(target=self._spool, name="actor-spooler", daemon=True),
             threading.Thread(target=self._send, name="actor-sender", daemon=True),
@@ -153,21 +155,28 @@ class DeliveryQueue:
     def close(self, timeout: float) -> int:
         """Deliver for up to ``timeout`` s, then spill what is left; returns segments spilled."""
         self.wait_idle(timeout)
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
         for t in self._threads:
             t.join(timeout=max(5.0, self.retry_s * 2))
         with self._cond:
-            left = list(self._memory) + list(self._incoming)
+            older, newer = list(self._memory), list(self._incoming)
             self._memory.clear()
             self._incoming.clear()
-        for seg in left:
-            self._merge_labels(seg)
-            path = self._from_disk.pop(seg.seq, None)
-            save_segment(seg, path or self._path(seg.seq))
-        n = len(left) + len(self._disk)
+
+        def spill(segs: list[Segment]) -> list[Path]:
+            out = []
+            for seg in segs:
+                self._merge_labels(seg)
+                path = self._from_disk.pop(seg.seq, None)
+                out.append(save_segment(seg, path or self._path(seg.seq)))
+            return out
+
+        older_paths, newer_paths = spill(older), spill(newer)
+        with self._cond:
+            self._disk = deque(older_paths + list(self._disk) + newer_paths)
+            n = len(self._disk)
         if n:
             log.warning(
                 "%d undelivered episode(s) kept in %s for the next start", n, self.spill_dir
@@ -201,6 +210,10 @@ class DeliveryQueue:
                     self._disk.append(path)
                     self.spilled_total += 1
                     self._cond.notify_all()
+                now = time.monotonic()
+                if now - self._last_spill_log < SPILL_LOG_EVERY_S:
+                    continue
+                self._last_spill_log = now
                 log.warning(
                     "%s; %d episodes buffered in memory, %d spilled to %s",
                     self._blocked_reason(),
@@ -227,6 +240,12 @@ class DeliveryQueue:
             return f"replay unreachable at {self.address}"
         if self.labels_down_since is not None:
             return "reward server unreachable (episodes wait for labels)"
+        since = self._writing_since
+        if since is not None and time.monotonic() - since > 0.5:
+            return (
+                f"replay at {self.address} has not confirmed a write for "
+                f"{time.monotonic() - since:.1f} s (down, or holding inserts for the learner)"
+            )
         return "delivery behind"
 
     def _spool_work(self) -> bool:
@@ -287,6 +306,7 @@ class DeliveryQueue:
 
     def _write(self, seg: Segment, episodes: list[Episode]) -> bool:
         """Write the pieces not yet delivered; False to retry later."""
+        self._writing_since = time.monotonic()
         try:
             if self._sink is None:
                 self._sink = self._sink_factory()
@@ -294,8 +314,10 @@ class DeliveryQueue:
                 self._sink.write(episodes[seg.pieces_delivered])
                 seg.pieces_delivered += 1
         except Exception as err:
+            self._writing_since = None
             if not _is_unavailable(err):
                 raise
+            self._sink = None  # reconnect on the next try
             if self.replay_down_since is None:
                 self.replay_down_since = time.monotonic()
             self.last_error = f"replay: {err}"
@@ -308,6 +330,7 @@ class DeliveryQueue:
                 self.spill_dir,
             )
             return False
+        self._writing_since = None
         if self.replay_down_since is not None:
             down = time.monotonic() - self.replay_down_since
             log.info(

@@ -66,7 +66,7 @@ def _default_sink(cfg: ExperimentConfig) -> Callable[[], EpisodeSink]:
 def _default_weights(cfg: ExperimentConfig) -> WeightsSource:
     from replay.weights import WeightsClient
 
-    return WeightsClient(cfg.deploy.replay_address)
+    return WeightsClient(cfg.deploy.replay_address, timeout_s=5.0)
 
 
 def run_actor(
@@ -104,7 +104,8 @@ def run_actor(
         from robofume.policy import InferencePolicy
 
         policy = InferencePolicy(cfg, device=a.policy_device, seed=seed)
-    if labeller is None and not a.use_ground_truth_reward:
+    own_labeller = labeller is None and not a.use_ground_truth_reward
+    if own_labeller:
         labeller = _default_labeller(cfg)
     weights = weights if weights is not None else _default_weights(cfg)
     own_env = env is None
@@ -202,11 +203,11 @@ def run_actor(
                 a.initial_weights_timeout_s,
             )
         log.info(
-            "%s: %s <-> %s at %.1f Hz, replay %s, reward %s",
+            "%s: %s <-> %s at %s, replay %s, reward %s",
             name,
             a.forward_task,
             a.reset_task,
-            tick_rate(cfg),
+            f"{tick_rate(cfg):g} Hz" if tick_rate(cfg) else "free-running ticks",
             cfg.deploy.replay_address,
             "ground truth" if tracker is None else ",".join(cfg.deploy.reward_addresses),
         )
@@ -223,6 +224,8 @@ def run_actor(
             restore_signal()
         if own_env:
             env.close()
+        if own_labeller:
+            labeller.close()
     final = reporter.last or snapshot()
     log.info(
         "%s done: %d steps, %d episodes delivered, %d interventions",

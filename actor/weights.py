@@ -106,7 +106,7 @@ class WeightsPuller:
     def stop(self) -> None:
         self._stop.set()
         self._poke.set()
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=1.0)  # a call to a dead server times out on its own
 
     def check_now(self, wait: bool = False, timeout: float = 10.0) -> None:
         """Ask for a check now; with ``wait``, block until it finished (Acme's update(wait))."""
