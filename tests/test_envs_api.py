@@ -215,3 +215,18 @@ def test_close_is_idempotent_and_the_real_robot_is_not_built_here():
     env.close()
     with pytest.raises(ValueError, match="simulated tabletop"):
         make_env(dataclasses.replace(CFG, kind="widowx"))
+
+
+def test_unstable_physics_redraws_a_valid_scene_instead_of_continuing(env, caplog):
+    env.reset(seed=9, options={"task": "vase_forward"})
+    u = env.unwrapped
+    before = u.recoveries
+    v = u._obj_vadr["vase"]
+    u.data.qvel[v : v + 3] = 1e12  # what a blow-up looks like to MuJoCo
+    obs, reward, _, _, info = env.step(np.zeros(4, np.float32))
+    assert u.recoveries == before + 1
+    assert "unstable" in caplog.text
+    xyz = u.object_position("vase")
+    assert PLACES["centre"].contains(xyz[0], xyz[1]) and abs(xyz[2]) < 0.01
+    assert env.observation_space.contains(obs) and info["task"] == "vase_forward"
+    assert np.all(np.isfinite(u.qpos()))

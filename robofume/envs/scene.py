@@ -207,7 +207,7 @@ def build_xml(offscreen: int = 128) -> str:
   <compiler angle="radian" autolimits="true"/>
   <option timestep="0.002" integrator="implicitfast" cone="elliptic" impratio="5"/>
   <visual>
-    <quality shadowsize="0"/>
+    <quality shadowsize="0" offsamples="0" numslices="20" numstacks="8"/>
     <global offwidth="{buf}" offheight="{buf}"/>
     <headlight ambient="0.35 0.35 0.35" diffuse="0.3 0.3 0.3" specular="0 0 0"/>
   </visual>

@@ -93,6 +93,9 @@ def import_mujoco(backend: str):
         ) from err
 
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
+    if mujoco.get_mju_user_warning() is None:
+        # MuJoCo warnings go to the log instead of a MUJOCO_LOG.TXT in the working directory
+        mujoco.set_mju_user_warning(lambda msg: log.warning("MuJoCo: %s", msg.strip()))
     return mujoco
 
 
@@ -110,7 +113,10 @@ class TabletopEnv(gym.Env):
         self.render_mode = "rgb_array"
         self._mj = import_mujoco(cfg.render_backend)
         self._renderer = None
-        self.model = self._mj.MjModel.from_xml_string(scene.build_xml(cfg.image_size))
+        # anti-aliasing by 2x supersampling: on the CPU rasteriser this is ~4x cheaper than
+        # MuJoCo's default multisampling at robofume's image sizes
+        self._ss = 2 if cfg.image_size <= 160 else 1
+        self.model = self._mj.MjModel.from_xml_string(scene.build_xml(cfg.image_size * self._ss))
         self.data = self._mj.MjData(self.model)
         self._task = get_task(task)
         self._pending_seed = seed
@@ -126,7 +132,7 @@ class TabletopEnv(gym.Env):
         self._lo = np.asarray(cfg.workspace_low, dtype=np.float64)
         self._hi = np.asarray(cfg.workspace_high, dtype=np.float64)
         self._index_model()
-        self._renderer = self._mj.Renderer(self.model, size, size)
+        self._renderer = self._mj.Renderer(self.model, size * self._ss, size * self._ss)
         _LIVE.add(self)
         global _ATEXIT_REGISTERED
         if not _ATEXIT_REGISTERED:
@@ -287,7 +293,7 @@ class TabletopEnv(gym.Env):
         d.ctrl[:] = scene.FINGER_MAX
         mj.mj_step(m, d, nstep=SETTLE_STEPS)
         d.qvel[self._hand_v : self._hand_v + 6] = 0.0
-        self._bad_qacc = int(d.warning[mj.mjtWarning.mjWARN_BADQACC].number)
+        self._bad_qacc = self._instabilities()
         self._finish_step()
 
     def step(self, action):
@@ -311,8 +317,7 @@ class TabletopEnv(gym.Env):
             frac = min(1.0, (k + 1) / ramp)
             d.mocap_pos[0] = start + (target - start) * frac
             mj.mj_step(m, d, nstep=per)
-        bad = int(d.warning[mj.mjtWarning.mjWARN_BADQACC].number)
-        if bad != self._bad_qacc:
+        if self._instabilities() != self._bad_qacc:
             # MuJoCo reset the data to the model defaults: put a valid scene back, as a human
             # would, instead of continuing from a meaningless state
             log.warning("simulation became unstable (task %s); re-drew the scene", self._task.name)
@@ -385,13 +390,26 @@ class TabletopEnv(gym.Env):
         )
         self.data.qvel[v : v + 6] = 0.0
 
+    def _instabilities(self) -> int:
+        """How often MuJoCo found NaN/huge values and reset the data (it counts them)."""
+        w = self._mj.mjtWarning
+        return sum(
+            int(self.data.warning[k].number)
+            for k in (w.mjWARN_BADQACC, w.mjWARN_BADQVEL, w.mjWARN_BADQPOS)
+        )
+
     def _finish_step(self) -> None:
         d = self.data
         d.qpos[self._arm_q] = scene.arm_ik(d.xpos[self._hand_body])
         d.qvel[self._arm_v] = 0.0
         self._mj.mj_kinematics(self.model, d)
         self._renderer.update_scene(d, camera=self._cam)
-        self._image = self._renderer.render()
+        image = self._renderer.render()
+        if self._ss == 2:
+            px = image.astype(np.uint16)
+            px = px[0::2, 0::2] + px[1::2, 0::2] + px[0::2, 1::2] + px[1::2, 1::2]
+            image = ((px + 2) >> 2).astype(np.uint8)
+        self._image = image
 
     def _obs(self) -> dict[str, np.ndarray]:
         proprio = np.empty(PROPRIO_DIM, dtype=np.float32)
