@@ -224,6 +224,7 @@ def test_unstable_physics_redraws_a_valid_scene_instead_of_continuing(env, caplo
     v = u._obj_vadr["vase"]
     u.data.qvel[v : v + 3] = 1e12  # what a blow-up looks like to MuJoCo
     obs, reward, _, _, info = env.step(np.zeros(4, np.float32))
+    assert reward == 0.0
     assert u.recoveries == before + 1
     assert "unstable" in caplog.text
     xyz = u.object_position("vase")
