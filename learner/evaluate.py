@@ -71,38 +71,40 @@ def evaluate_policy(
     seed: int = EVAL_SEED,
     show_progress: bool = False,
 ) -> EvalResult:
-    """Roll out ``policy`` for ``episodes`` episodes of each task; record ``record`` per task."""
+    """Roll out ``policy`` for ``episodes`` episodes of each task; record ``record`` per task.
+
+    Uses the simulator's own episode loop (``robofume.envs.rollout.run_episodes``); episode k
+    of a task resets with seed ``seed + 1000 * task_index(task) + k``.
+    """
     from robofume.envs import make_env
+    from robofume.envs.rollout import run_episodes
     from robofume.envs.tasks import task_index
 
     result = EvalResult()
     if not tasks or episodes <= 0:
         return result
+
+    def act(obs: dict, task_name: str) -> np.ndarray:
+        return policy.act(obs, task_name, deterministic=deterministic)
+
+    keep: bool | str = False if record <= 0 else ("first" if record == 1 else True)
     env = make_env(cfg.env, task=tasks[0], seed=seed)
-    bar = progress(total=len(tasks) * episodes, desc="evaluate", disable=not show_progress)
     try:
-        for task in tasks:
-            result.success[task], result.lengths[task], result.frames[task] = [], [], []
-            for k in range(episodes):
-                ep_seed = seed + 1000 * task_index(task) + k
-                obs, _ = env.reset(seed=ep_seed, options={"task": task})
-                frames = [obs["image"]] if k < record else None
-                success, steps = False, 0
-                for steps in range(1, cfg.env.max_episode_steps + 1):  # noqa: B007
-                    action = policy.act(obs, task, deterministic=deterministic)
-                    obs, _, _, _, info = env.step(action)
-                    if frames is not None:
-                        frames.append(obs["image"])
-                    if info["success"]:
-                        success = True
-                        break
-                result.success[task].append(success)
-                result.lengths[task].append(steps)
-                if frames is not None:
-                    result.frames[task].append(np.stack(frames))
-                bar.update(1)
+        for task in progress(tasks, desc="evaluate", unit="task", disable=not show_progress):
+            episodes_out = run_episodes(
+                env,
+                act,
+                task,
+                episodes,
+                cfg.env.max_episode_steps,
+                seed=seed + 1000 * task_index(task),
+                keep_frames=keep,
+            )
+            result.success[task] = [e.success for e in episodes_out]
+            result.lengths[task] = [e.steps for e in episodes_out]
+            recorded = [e.frames for e in episodes_out if e.frames is not None]
+            result.frames[task] = recorded[:record]
     finally:
-        bar.close()
         env.close()
     return result
 
