@@ -17,10 +17,11 @@ Layout (format ``robofume.episodes`` version 1)::
         mc_returns          float32 (T,)   optional
         labels              float32 (T,)   optional
 
-Unlike robomimic there is no ``next_obs`` group: ``obs`` holds T+1 frames and step t goes
-from ``obs[t]`` to ``obs[t+1]`` (see :class:`robofume.types.Episode`). Files are written to a
-temporary name and renamed when complete, so a crash never leaves a half-written dataset
-under the final name.
+Every array carries a Fletcher-32 checksum, so a flipped byte is a read error rather than
+silently wrong data. Unlike robomimic there is no ``next_obs`` group: ``obs`` holds T+1
+frames and step t goes from ``obs[t]`` to ``obs[t+1]`` (see :class:`robofume.types.Episode`).
+Files are written to a temporary name and renamed when complete, so a crash never leaves a
+half-written dataset under the final name.
 """
 
 from __future__ import annotations
@@ -141,16 +142,18 @@ class EpisodeWriter:
             data=episode.images,
             chunks=(1, *shape),
             compression=self.compression,
+            fletcher32=True,
         )
-        obs.create_dataset("proprio", data=np.asarray(episode.proprio, np.float32))
-        group.create_dataset("actions", data=np.asarray(episode.actions, np.float32))
-        group.create_dataset("rewards", data=np.asarray(episode.rewards, np.float32))
-        group.create_dataset("terminals", data=np.asarray(episode.terminals, bool))
-        group.create_dataset("success", data=np.asarray(episode.success, bool))
+        small = {"fletcher32": True}  # checksummed: silent corruption becomes a read error
+        obs.create_dataset("proprio", data=np.asarray(episode.proprio, np.float32), **small)
+        group.create_dataset("actions", data=np.asarray(episode.actions, np.float32), **small)
+        group.create_dataset("rewards", data=np.asarray(episode.rewards, np.float32), **small)
+        group.create_dataset("terminals", data=np.asarray(episode.terminals, bool), **small)
+        group.create_dataset("success", data=np.asarray(episode.success, bool), **small)
         for key in OPTIONAL_KEYS:
             value = getattr(episode, key)
             if value is not None:
-                group.create_dataset(key, data=np.asarray(value, np.float32))
+                group.create_dataset(key, data=np.asarray(value, np.float32), **small)
         group.attrs["task"] = episode.task
         group.attrs["language"] = episode.language
         group.attrs["kind"] = episode.kind
