@@ -77,13 +77,17 @@ class Learner:
         if lc.channels_last:
             self.agent.to(memory_format=torch.channels_last)
         a = self.agent
+        if self.device.type == "cuda" and lc.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        fused = {"fused": True} if self.device.type == "cuda" else {}
         if self.algo.rl:
-            self.critic_opt = torch.optim.Adam(a.critic_parameters(), lr=lc.critic_lr)
+            self.critic_opt = torch.optim.Adam(a.critic_parameters(), lr=lc.critic_lr, **fused)
             actor_params = list(a.policy.parameters())
         else:  # BC: the encoder learns through the BC loss
             self.critic_opt = None
             actor_params = [*a.encoder.parameters(), *a.policy.parameters()]
-        self.actor_opt = torch.optim.Adam(actor_params, lr=lc.actor_lr)
+        self.actor_opt = torch.optim.Adam(actor_params, lr=lc.actor_lr, **fused)
         self.actor_params = actor_params
         self.alpha_opt = torch.optim.Adam([a.log_alpha], lr=lc.alpha_lr)
         self.cql_alpha_opt = torch.optim.Adam([a.log_cql_alpha], lr=lc.cql_lagrange_lr)

@@ -106,5 +106,7 @@ class LearnerConfig:
     """Autocast the networks to bfloat16 (CUDA); losses stay float32."""
     compile: bool = False
     """torch.compile the networks (first steps are slow while it compiles)."""
+    tf32: bool = True
+    """CUDA: allow TF32 tensor cores for float32 matmuls and convolutions."""
     checkpoint_keep: int = 3
     """Checkpoints kept on disk (older ones are deleted; 0 = keep all)."""
