@@ -379,12 +379,18 @@ class Learner:
 
         return write_checkpoint(path, self.cfg, self.state_dict(), extra or {})
 
-    def restore(self, path: str | Path) -> dict[str, Any]:
-        """Load a checkpoint written by ``save``; returns its ``extra`` dict."""
+    def restore(self, path: str | Path, check_config: bool = True) -> dict[str, Any]:
+        """Load a checkpoint written by ``save``; returns its ``extra`` dict.
+
+        ``check_config`` (resuming): refuse a checkpoint trained with a config whose numerics
+        differ (``checkpoint.resume_hash``). Off when warm-starting a different phase (online
+        fine-tuning from the offline checkpoint); the networks must still have the same shapes.
+        """
         from learner.checkpoint import check_compatible, read_checkpoint
 
         ckpt = read_checkpoint(path)
-        check_compatible(ckpt, self.cfg, path)
+        if check_config:
+            check_compatible(ckpt, self.cfg, path)
         self.load_state_dict(ckpt["learner"])
         return ckpt.get("extra", {})
 
@@ -396,12 +402,17 @@ class Learner:
         cfg: ExperimentConfig | None = None,
         device: str | torch.device | None = None,
     ) -> Learner:
-        """A learner in the state of a checkpoint (config from the checkpoint unless given)."""
+        """A learner in the state of a checkpoint: networks, optimisers, counter and RNG.
+
+        ``cfg`` defaults to the checkpoint's config; a given ``cfg`` (e.g. the online phase's)
+        may differ in anything but the network shapes. The task table comes from the
+        checkpoint, so no text model is loaded. ``num_updates`` continues from the checkpoint.
+        """
         from learner.checkpoint import checkpoint_config, read_checkpoint
 
         ckpt = read_checkpoint(path)
         cfg = cfg or checkpoint_config(ckpt)
         table = ckpt["learner"]["agent"]["task_table"]
         learner = cls(cfg, batch_source=batch_source, task_table=table, device=device)
-        learner.restore(path)
+        learner.restore(path, check_config=False)
         return learner

@@ -131,3 +131,29 @@ def test_evaluate_json(full_run, tmp_path, capsys):
     assert 0.0 <= result["mean_success_rate"] <= 1.0
     assert {p.rsplit("/", 1)[-1] for p in result["media"]} == {"eval_12.png", "eval_12.gif"}
     assert (tmp_path / "eval_12.png").stat().st_size > 0
+
+
+def test_warm_start_for_online_phase(dataset, full_run):
+    """What the online learner does: restore the offline checkpoint under its own config and
+    update on a mix of two batch sources."""
+    from learner.buffer import OfflineBuffer, mix_batches, split_sizes
+    from learner.data import load_pretrain_episodes
+    from learner.learner import Learner
+
+    ckpt = full_run / "checkpoints" / "ckpt_12.pt"
+    cfg = load_config("smoke", overrides=["--learner.utd_ratio", "2", "--learner.device", "cpu"])
+    episodes = load_pretrain_episodes(cfg, dataset)
+    offline = OfflineBuffer(episodes, cfg.learner.discount, seed=1)
+    online = OfflineBuffer(episodes[:2], cfg.learner.discount, seed=2)  # stands in for replay
+    n_off, n_on = split_sizes(cfg.learner.batch_size, cfg.learner.mixing_ratio)
+
+    def batches():
+        return mix_batches(offline.sample(n_off), online.sample(n_on), cfg.learner.mixing_ratio)
+
+    learner = Learner.from_checkpoint(ckpt, batch_source=batches, cfg=cfg)
+    assert learner.num_updates == 12
+    saved = load(ckpt)["learner"]["agent"]
+    variables = learner.get_variables()
+    assert all(torch.equal(torch.from_numpy(v), saved[k]) for k, v in variables.items())
+    metrics = learner.run(2)
+    assert learner.num_updates == 14 and torch.isfinite(metrics["critic_total"])
