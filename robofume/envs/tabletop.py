@@ -143,7 +143,7 @@ class TabletopEnv(gym.Env):
         self._image: np.ndarray | None = None
         self._yaw = 0.0
         self._active: set[str] = set()
-        self._bad_qacc = 0
+        self._unstable_seen = 0
         self.recoveries = 0
         """How often the scene was re-drawn after the physics became unstable."""
 
@@ -293,7 +293,7 @@ class TabletopEnv(gym.Env):
         d.ctrl[:] = scene.FINGER_MAX
         mj.mj_step(m, d, nstep=SETTLE_STEPS)
         d.qvel[self._hand_v : self._hand_v + 6] = 0.0
-        self._bad_qacc = self._instabilities()
+        self._unstable_seen = self._instabilities()
         self._finish_step()
 
     def step(self, action):
@@ -317,7 +317,7 @@ class TabletopEnv(gym.Env):
             frac = min(1.0, (k + 1) / ramp)
             d.mocap_pos[0] = start + (target - start) * frac
             mj.mj_step(m, d, nstep=per)
-        if self._instabilities() != self._bad_qacc:
+        if self._instabilities() != self._unstable_seen:
             # MuJoCo reset the data to the model defaults: put a valid scene back, as a human
             # would, instead of continuing from a meaningless state
             log.warning("simulation became unstable (task %s); re-drew the scene", self._task.name)
