@@ -90,6 +90,16 @@ def test_invalid_actions_raise_and_leave_the_simulation_unchanged(env, action, m
     assert issubclass(InvalidActionError, ValueError)
 
 
+def test_gymnasium_env_checker_passes():
+    from gymnasium.utils.env_checker import check_env
+
+    env = make_env(CFG, task="vase_forward", seed=0)
+    try:
+        check_env(env, skip_render_check=True)
+    finally:
+        env.close()
+
+
 def test_out_of_range_actions_are_clipped_not_rejected(env):
     env.reset(seed=4)
     a, *_ = env.step(np.array([5.0, 0, 0, 0], np.float32))

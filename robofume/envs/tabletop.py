@@ -124,7 +124,11 @@ class TabletopEnv(gym.Env):
         self.observation_space = gym.spaces.Dict(
             {
                 "image": gym.spaces.Box(0, 255, (size, size, 3), np.uint8),
-                "proprio": gym.spaces.Box(-np.inf, np.inf, (PROPRIO_DIM,), np.float32),
+                "proprio": gym.spaces.Box(
+                    np.array([-1, -1, -1, 0], np.float32),  # metres: beyond the arm's reach
+                    np.array([1, 1, 1, 1], np.float32),
+                    dtype=np.float32,
+                ),
             }
         )
         self.action_space = gym.spaces.Box(-1.0, 1.0, (cfg.action_dim,), np.float32)
