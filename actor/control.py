@@ -122,14 +122,24 @@ class ControlServer:
 
 
 def install_signal_handler(commands: Commands) -> Callable[[], None] | None:
-    """SIGUSR1 -> intervene (main thread only); returns a function restoring the old handler."""
+    """SIGUSR1 -> intervene, SIGTERM -> stop cleanly (deliver, then spill what is left).
+
+    Main thread only (signals cannot be handled elsewhere); returns a function restoring the
+    previous handlers, or None when not installed (e.g. inside a Ray actor's thread).
+    """
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGUSR1"):
-        log.debug("not the main thread: SIGUSR1 interventions disabled")
+        log.debug("not the main thread: SIGUSR1/SIGTERM handlers not installed")
         return None
-    previous = signal.signal(signal.SIGUSR1, lambda *_: commands.put("intervene", "signal"))
+    previous = {
+        signal.SIGUSR1: signal.signal(
+            signal.SIGUSR1, lambda *_: commands.put("intervene", "signal")
+        ),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: commands.put("stop", "signal")),
+    }
 
     def restore() -> None:
-        signal.signal(signal.SIGUSR1, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
     return restore
 

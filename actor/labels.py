@@ -53,9 +53,12 @@ class LabelTracker:
         self._step_clock = step_clock
         self._lock = threading.Lock()
         self._results: dict[int, Label] = {}
-        self._pending: set[int] = set()
+        self._pending: dict[int, float] = {}
+        """Step id -> time.monotonic() of the request."""
         self._ready: queue.SimpleQueue[Label] = queue.SimpleQueue()
         self.lags: deque[int] = deque(maxlen=10_000)
+        self.latency_ms: deque[float] = deque(maxlen=10_000)
+        """Request-to-label time of recent labels (milliseconds)."""
         self.failures = 0
         self.consecutive_failures = 0
         self.last_error = ""
@@ -83,12 +86,12 @@ class LabelTracker:
     def submit(self, step_id: int, image: np.ndarray, task: str) -> None:
         """Ask for the label of the frame produced by step ``step_id``; never blocks."""
         with self._lock:
-            self._pending.add(step_id)
+            self._pending[step_id] = time.monotonic()
         try:
             future = self._labeller.score_async(image[None], task)
         except Exception as err:  # a client that fails fast (channel closed, bad address)
             with self._lock:
-                self._pending.discard(step_id)
+                self._pending.pop(step_id, None)
             self._fail(err)
             return
         future.add_done_callback(lambda f, s=step_id: self._done(s, f))
@@ -116,7 +119,7 @@ class LabelTracker:
         err = future.exception()
         if err is not None:
             with self._lock:
-                self._pending.discard(step_id)
+                self._pending.pop(step_id, None)
             self._fail(err)
             return
         result = future.result()
@@ -129,9 +132,11 @@ class LabelTracker:
             lag,
         )
         with self._lock:
-            self._pending.discard(step_id)
+            asked = self._pending.pop(step_id, None)
             self._results[step_id] = label
         self.lags.append(lag)
+        if asked is not None:
+            self.latency_ms.append(1e3 * (time.monotonic() - asked))
         self._ok()
         self._ready.put(label)
 
@@ -157,7 +162,7 @@ class LabelTracker:
         with self._lock:
             for s in step_ids:
                 self._results.pop(s, None)
-                self._pending.discard(s)
+                self._pending.pop(s, None)
 
     def relabel(self, frames: np.ndarray, task: str, step_ids: list[int]) -> list[Label]:
         """Blocking request for frames whose labels never arrived; raises when unreachable."""

@@ -47,6 +47,9 @@ class Reporter:
         self._thread = threading.Thread(target=self._run, name="actor-report", daemon=True)
 
     def start(self) -> None:
+        """Open TensorBoard and write the first heartbeat now, before the control loop runs
+        (importing TensorBoard later would hold the interpreter during ticks)."""
+        self.report()
         self._thread.start()
 
     def close(self) -> None:

@@ -69,6 +69,11 @@ def _default_weights(cfg: ExperimentConfig) -> WeightsSource:
     return WeightsClient(cfg.deploy.replay_address, timeout_s=5.0)
 
 
+def _percentile(values: Any, q: float) -> float | None:
+    recent = list(values)[-1000:]
+    return float(np.percentile(recent, q)) if recent else None
+
+
 def run_actor(
     cfg: ExperimentConfig,
     stop_event: threading.Event | None = None,
@@ -157,8 +162,12 @@ def run_actor(
             weights_refused=sorted(puller.refused),
             label_lag_steps_mean=float(np.mean(lags[-1000:])) if lags else None,
             label_lag_steps_max=int(max(lags[-1000:])) if lags else None,
+            label_latency_p50_ms=_percentile(tracker.latency_ms, 50) if tracker else None,
+            label_latency_p99_ms=_percentile(tracker.latency_ms, 99) if tracker else None,
             tick_jitter_p50_ms=scheduler.jitter_ms(50, last=1000),
             tick_jitter_p99_ms=scheduler.jitter_ms(99, last=1000),
+            tick_jitter_max_ms=scheduler.jitter_ms(100, last=1000),
+            ticks=scheduler.ticks,
             tick_overruns=scheduler.overruns,
             tick_hz=tick_rate(cfg),
             steps_per_sec=window_rate(history, time.monotonic(), loop.steps),

@@ -126,7 +126,8 @@ def test_interventions_from_keyboard_and_signal():
     assert restore is not None  # pytest runs tests in the main thread
     try:
         os.kill(os.getpid(), signal.SIGUSR1)
-        assert commands.poll() == [("intervene", "signal")]
+        os.kill(os.getpid(), signal.SIGTERM)  # a clean stop, not death
+        assert commands.poll() == [("intervene", "signal"), ("stop", "signal")]
     finally:
         restore()
     box: list = []

@@ -166,3 +166,33 @@ def test_episodes_left_at_shutdown_are_delivered_by_the_next_start(tmp_path, rep
         assert ids == sorted(ids) and ids[0] == 0  # in order, step ids continue across runs
     finally:
         restarted.stop(checkpoint=False)
+
+
+def test_hold_mode_stops_acting_while_replay_is_down(tmp_path, replay, reward):
+    reward_model().threshold = 2.0
+    cfg = with_addresses(
+        actor_cfg(tmp_path, "--actor.total_steps", "0", "--actor.hold_when_unreachable", "true",
+                  "--env.max_episode_steps", "4"),
+        replay.address,
+        reward.address,
+    )  # fmt: skip
+    publish(cfg, 1)
+    tee = Tee(cfg)
+    bg = Background(cfg, sink_factory=tee)
+    wait_until(lambda: bg.loop is not None and bg.loop.steps >= 5, 60, "5 steps")
+    port = replay.port
+    replay.stop(checkpoint=True)
+    loop = bg.loop
+    wait_until(lambda: loop.state.startswith("holding"), 60, "the actor to hold")
+    held_at, ticks_at = loop.steps, loop.held_ticks
+    wait_until(lambda: loop.held_ticks >= ticks_at + 20, 60, "held ticks")
+    assert loop.steps == held_at  # no action while replay is unreachable
+    assert loop.state == "holding: replay unreachable"
+    restarted = start_replay(cfg, tmp_path / "replay", port=port)
+    try:
+        wait_until(lambda: loop.steps >= held_at + 8, 60, "acting again")
+        status = bg.stop()
+    finally:
+        restarted.stop(checkpoint=False)
+    assert status["pending_episodes"] == 0
+    assert sum(len(ep) for ep in tee.episodes) == status["steps"]

@@ -212,3 +212,17 @@ def test_tick_is_not_stretched_by_a_slow_reward_server(servers, tmp_path):
     assert sum(len(ep) for ep in tee.episodes) == 30
     assert all(np.isfinite(ep.labels).all() for ep in tee.episodes)
     assert status["label_lag_steps_max"] >= 20  # the labels came back late, and were kept
+
+
+def test_ground_truth_reward_ablation(servers, tmp_path):
+    cfg = config(servers, tmp_path, "--actor.use_ground_truth_reward", "true")
+    publish(cfg, 1)
+    tee = Tee(cfg)
+    status = run_actor(cfg, sink_factory=tee, max_steps=30)
+    assert status["reward"]["reachable"] is None  # no reward server involved
+    assert sum(len(ep) for ep in tee.episodes) == 30
+    for ep in tee.episodes:
+        assert np.array_equal(ep.labels, ep.success.astype(np.float32))
+        assert ep.rewards[:-1].sum() == 0 and ep.terminals[-1] == ep.success[-1]
+    # the reset task starts where the forward task's scene starts: it succeeds at once
+    assert any(ep.task == cfg.actor.reset_task and ep.terminals[-1] for ep in tee.episodes)
