@@ -9,6 +9,7 @@ import logging
 import pytest
 import torch
 
+from robofume import metrics as tags
 from robofume.cli import main
 from robofume.config import load_config
 
@@ -38,7 +39,7 @@ def load(path):
 @pytest.fixture(scope="module")
 def full_run(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
-    assert pretrain(dataset, out, 12) == 0
+    assert pretrain(dataset, out, 12, "--learner.eval_every", "12") == 0
     return out
 
 
@@ -46,7 +47,17 @@ def test_pretrain_writes_checkpoints_logs_and_config(full_run):
     ckpts = full_run / "checkpoints"
     assert (ckpts / "ckpt_6.pt").exists() and (ckpts / "ckpt_12.pt").exists()
     assert (ckpts / "latest").read_text().strip() == "ckpt_12.pt"
-    assert list((full_run / "tb").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(full_run / "tb"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in (tags.CRITIC_LOSS, tags.BC_LOSS, tags.CALQL_BOUND_RATE, tags.CQL_PENALTY):
+        assert tag in scalars
+    assert [e.step for e in events.Scalars(tags.CRITIC_LOSS)] == [3, 6, 9, 12]
+    assert tags.per_task(tags.EVAL_SUCCESS_RATE, "vase_forward") in scalars
+    assert tags.LEARNER_UPDATES_PER_SEC in scalars
+    assert tags.EVAL_PANEL in events.Tags()["images"]
     assert (full_run / "config.yaml").exists()
     ckpt = load(ckpts / "ckpt_12.pt")
     assert (
