@@ -14,8 +14,10 @@ then an MLP gives the log-odds of "yes".
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import logging
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,6 +44,25 @@ def _text_encoder(spec: str):
     return make_text_encoder(spec)
 
 
+HASH_DIM = 256
+
+
+def hash_embedding(texts: list[str], dim: int = HASH_DIM) -> np.ndarray:
+    """Model-free bag-of-words embedding (signed feature hashing, L2-normalised).
+
+    ``reward.text_encoder: hash`` uses it where loading a language model is not worth it
+    (smoke runs, tests); it knows no synonyms, so questions must match those of training.
+    """
+    out = np.zeros((len(texts), dim), np.float32)
+    for i, text in enumerate(texts):
+        for word in re.findall(r"[a-z0-9]+", text.lower()):
+            digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+            h = int.from_bytes(digest, "little")
+            out[i, h % dim] += 1.0 if (h >> 32) & 1 else -1.0
+        out[i] /= max(np.linalg.norm(out[i]), 1e-6)
+    return out
+
+
 class QuestionEmbedder:
     """Question -> frozen embedding, each distinct question computed once."""
 
@@ -52,7 +73,11 @@ class QuestionEmbedder:
     def __call__(self, questions: list[str], device: str) -> torch.Tensor:
         missing = sorted({q for q in questions if q not in self._cache})
         if missing:
-            for q, e in zip(missing, _text_encoder(self.spec).encode(missing), strict=True):
+            if self.spec == "hash":
+                embedded = hash_embedding(missing)
+            else:
+                embedded = _text_encoder(self.spec).encode(missing)
+            for q, e in zip(missing, embedded, strict=True):
                 self._cache[q] = np.asarray(e, np.float32)
         return torch.from_numpy(np.stack([self._cache[q] for q in questions])).to(device)
 

@@ -58,8 +58,8 @@ class RewardConfig:
     """Optional text-generation model (hub id or local path) that rephrases an instruction
     into a yes/no question; empty: the template (overrides always win)."""
     text_encoder: str = "minilm"
-    """`embedded`/`cnn`: question embedding (`minilm`, or a local transformers model dir;
-    see robofume.text.make_text_encoder)."""
+    """`embedded`/`cnn`: question embedding (`minilm`, a local transformers model dir, see
+    robofume.text.make_text_encoder; or `hash`, a model-free bag of words for smoke runs)."""
     positive_fraction: float = 0.25
     """Share of 'yes' examples in each fine-tuning batch (the rest are drawn from 'no')."""
     train_backbone_blocks: int = 0
