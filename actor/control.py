@@ -104,7 +104,13 @@ class ControlServer:
                 self._reply(200, {"ok": True, "command": command})
 
         self.commands = commands
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        try:
+            self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        except OSError as err:
+            raise OSError(
+                f"actor control port 127.0.0.1:{port} is not free ({err}); is another actor "
+                "with this --actor_id running? (deploy.control_port + actor id)"
+            ) from err
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(

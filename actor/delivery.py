@@ -287,10 +287,14 @@ class DeliveryQueue:
             self.last_error = f"reward: {err}"
             with self._cond:
                 n = sum(len(s.missing()) for s in self._memory)
+            what = (
+                f"reward server refused to label task {seg.task!r} ({err}); fix the config"
+                if isinstance(err, ValueError)  # INVALID_ARGUMENT: retrying alone will not help
+                else f"reward server unreachable ({err})"
+            )
             log.warning(
-                "reward server unreachable (%s); %d episodes (%d transitions) wait for labels, "
-                "%d spilled to %s",
-                err,
+                "%s; %d episodes (%d transitions) wait for labels, %d spilled to %s",
+                what,
                 self.pending,
                 n,
                 self.spilled,

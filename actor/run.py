@@ -101,6 +101,8 @@ def run_actor(
     run_dir = Path(cfg.deploy.run_dir)
     spill_dir = Path(a.spill_dir or run_dir / "spill") / name
     stop_event = stop_event or threading.Event()
+    own_env = env is None
+    env = make_actor_env(cfg, seed) if own_env else env  # first: the likeliest to fail (robot)
     if a.policy_threads > 0:
         import torch
 
@@ -113,8 +115,6 @@ def run_actor(
     if own_labeller:
         labeller = _default_labeller(cfg)
     weights = weights if weights is not None else _default_weights(cfg)
-    own_env = env is None
-    env = make_actor_env(cfg, seed) if own_env else env
 
     puller = WeightsPuller(weights, policy, cfg.hash, a.weights_poll_s, cfg.deploy.replay_address)
     actor = Actor(

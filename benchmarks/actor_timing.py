@@ -58,6 +58,24 @@ def _overrides(run_dir: Path, tick_hz: float) -> list[str]:
     ]  # fmt: skip
 
 
+BASELINE = """
+import json, sys, time
+import numpy as np
+period, n = 1.0 / float(sys.argv[1]), int(sys.argv[2])
+nxt, late = time.monotonic(), []
+for _ in range(n):
+    delay = nxt - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    late.append(time.monotonic() - nxt)
+    nxt += period
+ms = np.asarray(late) * 1e3
+print(json.dumps({"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
+                  "max": float(ms.max())}))
+"""
+"""A bare timer on the same deadline grid, run alongside: the machine's own scheduling noise."""
+
+
 class Publisher(threading.Thread):
     """Stands in for the learner: a new policy version every ``every`` seconds."""
 
@@ -119,6 +137,7 @@ def run_config(preset: str, n_actors: int, seconds: float, tick_hz: float, every
         cmd = [sys.executable, "-m", "actor", "--preset", preset, "--actor_id", str(i),
                "--steps", str(steps), *overrides, *addresses]  # fmt: skip
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log))
+    baseline = None
     samples: list[dict] = []
     status_files = [run_dir / "status" / f"actor_{i}.json" for i in range(n_actors)]
     deadline = time.time() + seconds + 180
@@ -133,6 +152,12 @@ def run_config(preset: str, n_actors: int, seconds: float, tick_hz: float, every
             samples.append(s)
             if started is None and s.get("steps", 0) > 0:
                 started = time.time()
+                if tick_hz > 0:  # the bare timer runs while the actors tick
+                    baseline = subprocess.Popen(
+                        [sys.executable, "-c", BASELINE, str(hz), str(int(0.9 * steps))],
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    )
         if tick_hz <= 0 and started and time.time() - started > seconds:
             for p in procs:
                 p.terminate()  # SIGTERM: the actor stops cleanly after `seconds`
@@ -142,6 +167,7 @@ def run_config(preset: str, n_actors: int, seconds: float, tick_hz: float, every
         p.wait()
     for log in logs:
         log.close()
+    base = json.loads(baseline.communicate(timeout=seconds + 60)[0]) if baseline else None
     publisher.stop.set()
     finals = []
     for f in status_files:
@@ -187,6 +213,7 @@ def run_config(preset: str, n_actors: int, seconds: float, tick_hz: float, every
         "delivered": int(sum(f.get("delivered_episodes", 0) for f in finals)),
         "pending": int(sum(f.get("pending_episodes", 0) for f in finals)),
         "load": os.getloadavg()[0],
+        "baseline": base,
     }
 
 
@@ -194,19 +221,22 @@ def table(rows: list[dict]) -> str:
     head = (
         "| actors | tick rate | ticks | tick lateness p50 / p99 (worst actor) / max, ms | "
         "overruns | steps/s per actor | label latency p50 / p99, ms | label lag steps mean / max "
-        "| policy lag versions mean / max | weights staleness s mean / max | load avg |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| policy lag versions mean / max | weights staleness s mean / max | bare timer p99 / max, "
+        "ms | load avg |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
         rate = f"{r['hz']:g} Hz" if r["hz"] else "free-running"
+        b = r.get("baseline")
+        base = f"{b['p99']:.2f} / {b['max']:.1f}" if b else "-"
         lines.append(
             f"| {r['actors']} | {rate} | {r['ticks']} | {r['jitter_p50']:.2f} / "
             f"{r['jitter_p99']:.2f} ({r['jitter_p99_worst']:.2f}) / {r['jitter_max']:.1f} | "
             f"{r['overruns']} | {r['steps_per_sec']:.1f} | {r['label_p50']:.1f} / "
             f"{r['label_p99']:.1f} | {r['label_lag_mean']:.2f} / {r['label_lag_max']:.0f} | "
             f"{r['policy_lag_mean']:.2f} / {r['policy_lag_max']} | {r['stale_mean']:.2f} / "
-            f"{r['stale_max']:.2f} | {r['load']:.1f} |"
+            f"{r['stale_max']:.2f} | {base} | {r['load']:.1f} |"
         )
     return head + "\n".join(lines) + "\n"
 
