@@ -102,7 +102,7 @@ def mistake_panel(
         title += "\n".join(textwrap.wrap(data.questions[i], 38)[:3])
         ax.set_title(title, fontsize=7)
     fig.suptitle(f"most confident mistakes (threshold {threshold:.4f})", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
