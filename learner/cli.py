@@ -140,3 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", default=None, help="media directory (default: <run>/evaluation)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(handler=_evaluate)
+
+    from learner.online_cli import register_online  # `robofume learner` (online fine-tuning)
+
+    register_online(sub)

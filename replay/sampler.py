@@ -190,7 +190,8 @@ class OnlineSampler:
             table=self.table,
             dtypes=tf.nest.map_structure(lambda s: s.dtype, signature),
             shapes=tf.nest.map_structure(lambda s: s.shape, signature),
-            max_in_flight_samples_per_worker=2 * self.batch_size,
+            max_in_flight_samples_per_worker=self.batch_size,
+            num_workers_per_iterator=1,
             rate_limiter_timeout_ms=max(1, int(self.timeout_s * 1000)),
         )
         return dataset.batch(self.batch_size)

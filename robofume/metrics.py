@@ -40,6 +40,7 @@ REPLAY_INSERTS_PER_SEC = "replay/inserts_per_sec"
 LEARNER_UPDATES_PER_SEC = "learner/updates_per_sec"
 LEARNER_UTD_RATIO = "learner/utd_ratio"
 LEARNER_STEP = "learner/step"
+LEARNER_WAIT_FRACTION = "learner/wait_fraction"
 
 # reward model / server
 REWARD_LATENCY_MS = "reward/latency_ms"
