@@ -1,9 +1,10 @@
-"""A randomly initialised LLaVA (CLIP vision tower + Llama language model), built offline.
+"""Randomly initialised models of real architectures, built offline (no weights download).
 
-For tests, smoke runs and throughput measurements of the `vlm` backend where no pretrained
-weights can be downloaded: ``build_random_vlm(dir)`` writes a model directory (config, weights,
-word-level tokenizer with a chat template, CLIP image processor) that
-``AutoProcessor``/``AutoModelForImageTextToText.from_pretrained(dir)`` load like any hub model.
+For tests, smoke runs and throughput measurements where no pretrained weights can be
+downloaded. ``build_random_vlm(dir)`` writes a LLaVA (CLIP vision tower + Llama language model)
+directory (config, weights, word-level tokenizer with a chat template, CLIP image processor)
+that ``AutoProcessor``/``AutoModelForImageTextToText.from_pretrained(dir)`` load like any hub
+model; ``build_random_lm(dir)`` a Llama causal LM for the question-generator hook.
 """
 
 from __future__ import annotations
@@ -24,6 +25,49 @@ CHAT_TEMPLATE = (
 )
 
 
+def word_tokenizer():
+    """A word-level fast tokenizer over :data:`WORDS` (whitespace pre-tokenizer)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(SPECIALS + WORDS)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+
+
+def build_random_lm(out_dir: str | Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """Write a random Llama causal LM + the word tokenizer (for the question-generator hook)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = Path(out_dir)
+    tokenizer = word_tokenizer()
+    vocab = tokenizer.get_vocab()
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        pad_token_id=vocab["<pad>"],
+        bos_token_id=vocab["<s>"],
+        eos_token_id=vocab["</s>"],
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def build_random_vlm(
     out_dir: str | Path,
     image_size: int = 32,
@@ -35,30 +79,19 @@ def build_random_vlm(
 ) -> Path:
     """Write a random LLaVA model directory; sizes default to a tiny test model."""
     import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
         CLIPVisionConfig,
         LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
         LlavaProcessor,
-        PreTrainedTokenizerFast,
     )
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    vocab = {w: i for i, w in enumerate(SPECIALS + WORDS)}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        unk_token="<unk>",
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        extra_special_tokens={"image_token": "<image>"},
-    )
+    tokenizer = word_tokenizer()
+    vocab = tokenizer.get_vocab()
     image_processor = CLIPImageProcessorPil(
         size={"height": image_size, "width": image_size},
         crop_size={"height": image_size, "width": image_size},

@@ -241,3 +241,26 @@ def test_finetune_and_evaluate_cli_on_hdf5_dataset(tmp_path, capsys):
     assert (out / "worst_mistakes.png").stat().st_size > 1000
     # a missing dataset is one clear error line, not a traceback
     assert main(["reward", "evaluate", str(out), "--data", str(tmp_path / "nope")]) == 1
+
+
+def test_question_model_hook_with_a_tiny_causal_lm(tmp_path):
+    from reward_server.random_vlm import build_random_lm
+    from robofume.questions import make_llm_question_generator
+
+    path = build_random_lm(tmp_path / "tiny-lm")
+    generate = make_llm_question_generator(str(path))  # the one question_for uses
+    first = generate("vase_forward", "put the vase in the correct bin")
+    assert generate("vase_forward", "put the vase in the correct bin") == first  # cached
+    cfg = RewardConfig(question_model=str(path))
+    question = question_for("vase_forward", cfg)
+    # a random model says nonsense, but the hook's answer (or the template) is a question
+    assert question.endswith("?") and question in (
+        first,
+        question_for("vase_forward", RewardConfig()),
+    )
+    assert (
+        question_for(
+            "vase_forward", dataclasses.replace(cfg, question_overrides={"vase_forward": "x?"})
+        )
+        == "x?"
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,7 +21,7 @@ from reward_server.dataset import build_dataset
 from reward_server.finetune import finetune_data
 from reward_server.server import start_server_thread
 from robofume.config.reward import RewardConfig
-from robofume.reward_client import RewardClient
+from robofume.reward_client import RewardClient, RewardUnavailable
 
 CFG = RewardConfig(
     backend="cnn",
@@ -249,5 +251,31 @@ def test_shared_token_is_required(model):
         with RewardClient([handle.address], CFG, token="s3cret", health_checks=False) as client:
             assert client.score(imgs, "vase_forward").probs.shape == (1,)
             assert client.check(client._replicas[0])
+    finally:
+        handle.stop()
+
+
+def test_tls_and_token_together(model, tmp_path):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    handle = start_server_thread(model, CFG, token="t0k", tls_cert=str(cert), tls_key=str(key))
+    try:
+        secure = RewardClient(
+            [handle.address], CFG, token="t0k", tls_cert=str(cert), health_checks=False
+        )
+        with secure:
+            assert secure.score(frames(1), "vase_forward").probs.shape == (1,)
+        plain = RewardClient([handle.address], CFG, token="t0k", timeout_s=1.0, health_checks=False)
+        with plain, pytest.raises(RewardUnavailable):
+            plain.score(frames(1), "vase_forward")  # plaintext cannot talk to a TLS replica
     finally:
         handle.stop()
