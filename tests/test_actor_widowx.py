@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -49,6 +50,8 @@ def test_missing_driver_gives_a_clear_error(monkeypatch):
     for name in [m for m in sys.modules if m.startswith("interbotix_xs_modules")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if "fakes" not in p])
+    if importlib.util.find_spec("interbotix_xs_modules") is not None:
+        pytest.skip("the real Interbotix driver is installed here")
     with pytest.raises(WidowXUnavailableError, match=r"interbotix_xs_modules.*roslaunch"):
         WidowXEnv(widowx_cfg().env, task="vase_forward")
 
