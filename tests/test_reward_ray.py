@@ -36,7 +36,8 @@ def test_two_ray_replicas_serve_and_survive_one_dying(tmp_path):
 
     from reward_server.ray_replicas import launch_replicas
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": a fresh instance even when a cluster already runs on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     replicas = None
     try:
         replicas = launch_replicas(ckpt, cfg, port=0)
