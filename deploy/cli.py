@@ -144,7 +144,7 @@ def _status(args: argparse.Namespace) -> int:
     else:
         print(format_report(report))
         for name, st in sorted(report.get("services", {}).items()):
-            alive = "alive" if st.get("alive") else "DEAD"
+            alive = st.get("state") or ("running" if st.get("alive") else "DEAD")
             err = f"  error: {st['error'].strip().splitlines()[-1]}" if st.get("error") else ""
             print(f"service  {name:<10} {alive}{err}")
     return 0

@@ -27,6 +27,16 @@ WORKER_ENV = {
 }
 
 
+def use_token_auth() -> None:
+    """Token authentication for every Ray link we open (head, drivers, workers).
+
+    Ray keeps the token in ``~/.ray/auth_token`` (created on first use); on a multi-node
+    cluster copy it to every node. Setting the mode explicitly keeps the head and the
+    drivers in agreement whether or not a token file existed before.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def _ray_bin() -> str:
     candidate = Path(sys.executable).with_name("ray")
     return str(candidate) if candidate.exists() else (shutil.which("ray") or "ray")
@@ -68,6 +78,7 @@ def start_head(cfg: DeployConfig) -> bool:
         "--disable-usage-stats",
     ]
     log.info("ray: starting a local head (%d CPUs) on 127.0.0.1:%d", cpus, cfg.ray_port)
+    use_token_auth()
     env = {**os.environ, **WORKER_ENV}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
@@ -81,6 +92,7 @@ def connect(cfg: DeployConfig) -> None:
 
     if ray.is_initialized():
         return
+    use_token_auth()
     ray.init(
         address=head_address(cfg),
         namespace=NAMESPACE,

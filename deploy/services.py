@@ -52,10 +52,12 @@ class ComponentService:
             log.error("%s crashed:\n%s", self.name, self.error)
 
     def state(self) -> dict[str, Any]:
+        alive = self.thread.is_alive()
         return {
             "name": self.name,
             "target": self.target,
-            "alive": self.thread.is_alive(),
+            "alive": alive,
+            "state": "running" if alive else ("crashed" if self.error else "finished"),
             "error": self.error,
             "uptime_s": time.time() - self.started,
         }

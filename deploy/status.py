@@ -90,7 +90,17 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append("learner  no heartbeat")
     for name, actor in sorted(report["actors"].items()):
         flag = " STALE" if actor.get("stale") else ""
-        keys = ("steps", "policy_version", "episodes", "interventions")
+        actor = {**actor, "episodes": sum((actor.get("episodes_closed") or {}).values())}
+        keys = (
+            "state",
+            "steps",
+            "episodes",
+            "policy_version",
+            "policy_lag",
+            "interventions",
+            "pending_episodes",
+            "label_lag_steps_mean",
+        )
         lines.append(f"{name:<8} " + _fields(actor, keys) + flag)
     if not report["actors"]:
         lines.append("actors   no heartbeat")
