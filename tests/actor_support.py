@@ -23,6 +23,7 @@ def actor_cfg(run_dir: Path, *overrides: str) -> ExperimentConfig:
             "--env.image_size", "32",
             "--reward.image_size", "32",
             "--reward.backend", "cnn",
+            "--reward.text_encoder", "hash",
             "--env.max_episode_steps", "12",
             "--actor.human_reset_every", "0",
             "--actor.tick_hz", "-1",
@@ -61,11 +62,12 @@ def policy_variables(cfg: ExperimentConfig, seed: int = 0) -> dict[str, np.ndarr
 
 @functools.cache
 def reward_model(image_size: int = 32) -> Any:
-    """An (untrained) cnn reward model, built once per test session (MiniLM load ~seconds)."""
+    """An (untrained) cnn reward model with the model-free question embedding, built once."""
     from reward_server.model import make_reward_model
     from robofume.config.reward import RewardConfig
 
-    return make_reward_model(RewardConfig(backend="cnn", image_size=image_size), "cpu")
+    cfg = RewardConfig(backend="cnn", image_size=image_size, text_encoder="hash")
+    return make_reward_model(cfg, "cpu")
 
 
 def start_reward_server(cfg: ExperimentConfig, model: Any = None, port: int = 0) -> Any:
