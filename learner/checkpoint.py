@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from robofume.config import ConfigError, ExperimentConfig, config_hash, load_config
+from robofume.config import ConfigError, ExperimentConfig, config_hash
 from robofume.config.base import to_dict
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def checkpoint_config(ckpt: dict[str, Any]) -> ExperimentConfig:
-    """The experiment config stored in a checkpoint."""
-    return load_config(overrides=ckpt["config"])
+    """The experiment config stored in a checkpoint (fields unknown today are skipped)."""
+    from robofume.policy import config_from_checkpoint
+
+    return config_from_checkpoint(ckpt["config"])
 
 
 def check_compatible(ckpt: dict[str, Any], cfg: ExperimentConfig, path: str | Path) -> None:

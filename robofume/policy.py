@@ -101,6 +101,34 @@ class InferencePolicy:
         return action[0].cpu().numpy().astype(np.float32)
 
 
+def config_from_checkpoint(data: dict) -> ExperimentConfig:
+    """The config stored in a checkpoint, tolerating fields the current schema dropped.
+
+    Unknown fields (e.g. from an older version) are skipped with a warning; missing ones take
+    today's defaults.
+    """
+    import dataclasses
+    import logging
+
+    def known(cls: type, values: dict, where: str) -> dict:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        out = {}
+        for key, value in values.items():
+            if key not in fields:
+                logging.getLogger(__name__).warning(
+                    "checkpoint config field %s%s is unknown here; ignored", where, key
+                )
+                continue
+            default = getattr(ExperimentConfig(), key, None) if cls is ExperimentConfig else None
+            sub = type(default) if dataclasses.is_dataclass(default) else None
+            if sub is not None and isinstance(value, dict):
+                value = known(sub, value, f"{where}{key}.")
+            out[key] = value
+        return out
+
+    return load_config(overrides=known(ExperimentConfig, data, ""))
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file: ``path`` itself, or the newest under a run/checkpoint directory."""
     path = Path(path)
@@ -125,7 +153,7 @@ def load_policy(path: str | Path, device: str = "cpu") -> InferencePolicy:
         config = ckpt["config"]
     except Exception as err:
         raise ValueError(f"{path} is not a readable robofume learner checkpoint: {err}") from err
-    cfg = load_config(overrides=config)
+    cfg = config_from_checkpoint(config)
     variables = {k: v.float().numpy() for k, v in agent.items() if k.startswith(POLICY_PREFIXES)}
     policy = InferencePolicy(cfg, device=device)
     policy.load_variables(variables, int(ckpt.get("step", 0)))
