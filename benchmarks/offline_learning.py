@@ -55,6 +55,7 @@ def run_one(cfg, data_dir: Path, out: Path, episodes: int, eval_seed: int) -> di
 
 
 def table(results: list[dict]) -> str:
+    results = sorted(results, key=lambda r: (r["algorithm"], r["seed"]))
     tasks = sorted({t for r in results for t in r["tasks"]})
     lines = [
         "| algorithm | seed | " + " | ".join(tasks) + " | mean |",
@@ -107,8 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     base = load_config(args.preset, overrides=list(args.overrides) + unknown)
     data_dir = Path(args.data or base.data.dir)
     results = []
-    for algo in args.algorithms:
-        for seed in args.seeds:
+    for seed in args.seeds:
+        for algo in args.algorithms:
             learner = dataclasses.replace(base.learner, algorithm=algo, seed=seed)
             if args.steps is not None:
                 learner = dataclasses.replace(learner, steps=args.steps)
