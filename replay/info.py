@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from replay.errors import ReplayUnavailableError
 from replay.tables import ONLINE_TABLE, WEIGHTS_TABLE
+
+
+def server_info(client: Any, timeout_s: float) -> dict[str, Any]:
+    """``client.server_info`` with a deadline, tried twice.
+
+    The second try covers the first call after a server restart on the same port, which gRPC
+    may send down the old, closed connection ("Socket closed"). Errors propagate as raised by
+    Reverb (DeadlineExceededError, RuntimeError).
+    """
+    deadline = max(1, round(timeout_s))
+    try:
+        return client.server_info(timeout=deadline)
+    except RuntimeError:
+        time.sleep(0.2)
+        return client.server_info(timeout=deadline)
 
 
 def table_stats(client: Any, timeout_s: float = 10.0) -> dict[str, Any]:
@@ -18,7 +34,7 @@ def table_stats(client: Any, timeout_s: float = 10.0) -> dict[str, Any]:
     Raises ReplayUnavailableError when the server does not answer within ``timeout_s``.
     """
     try:
-        infos = client.server_info(timeout=max(1, round(timeout_s)))
+        infos = server_info(client, timeout_s)
     except Exception as err:
         raise ReplayUnavailableError(
             f"replay server at {client.server_address} unreachable: {err}"

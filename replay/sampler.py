@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from replay.info import server_info
 from replay.tables import ONLINE_TABLE, TRANSITION_KEYS
 
 log = logging.getLogger(__name__)
@@ -178,13 +179,15 @@ class OnlineSampler:
         import reverb
         import tensorflow as tf
 
-        infos = self._client.server_info(timeout=max(1, round(self.rpc_timeout_s)))
+        infos = server_info(self._client, self.rpc_timeout_s)
         signature = infos[self.table].signature
         if signature is None:
             raise ValueError(f"table {self.table!r} at {self.address} has no signature")
         missing = set(TRANSITION_KEYS) - set(signature)
         if missing:
             raise ValueError(f"table {self.table!r} lacks keys {sorted(missing)}")
+        # One worker: when the rate limiter times a worker out the dataset ends, and samples
+        # already streamed to a second worker would be dropped (they count as sampled).
         dataset = reverb.TrajectoryDataset(
             server_address=self.address,
             table=self.table,

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from replay.errors import ReplayUnavailableError
+from replay.info import server_info
 from replay.tables import VERSION_TABLE, WEIGHTS_TABLE
 
 
@@ -134,7 +135,7 @@ class WeightsClient:
     # -- plumbing -----------------------------------------------------------------------------
     def _has_item(self, table: str) -> bool:
         infos = self._call(
-            lambda: self._client.server_info(timeout=max(1, round(self.timeout_s))),
+            lambda: server_info(self._client, self.timeout_s),
             "reading table info",
         )
         return table in infos and infos[table].current_size > 0

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from replay.errors import EpisodeRejectedError, ReplayConfigMismatchError, ReplayUnavailableError
+from replay.info import server_info
 from replay.tables import ONLINE_TABLE, signature_to_spec, transition_spec
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class EpisodeWriter:
     # -- checks -------------------------------------------------------------------------------
     def _server_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         try:
-            infos = self._client.server_info(timeout=max(1, round(self.timeout_s)))
+            infos = server_info(self._client, self.timeout_s)
         except Exception as err:
             raise ReplayUnavailableError(
                 f"replay server at {self.address} unreachable: {err}"
@@ -242,7 +243,7 @@ class EpisodeWriter:
                 return
             except reverb.errors.DeadlineExceededError as err:
                 try:
-                    self._client.server_info(timeout=max(1, round(self.timeout_s)))
+                    server_info(self._client, self.timeout_s)
                 except Exception:
                     raise ReplayUnavailableError(
                         f"replay server at {self.address} stopped answering: {err}"
