@@ -39,11 +39,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from replay.errors import ReplayConfigMismatchError
     from replay.server import start_replay_server
 
     cfg = config_from_args(args)
     port = args.port if args.port is not None else cfg.deploy.replay_port
-    server = start_replay_server(cfg, port=port, checkpoint_dir=args.checkpoint_dir)
+    try:
+        server = start_replay_server(cfg, port=port, checkpoint_dir=args.checkpoint_dir)
+    except ReplayConfigMismatchError as err:
+        log.error("%s", err)
+        return 2
     done = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:

@@ -20,8 +20,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from replay.info import table_stats
-from replay.tables import make_tables
+import numpy as np
+
+from replay.errors import ReplayConfigMismatchError
+from replay.info import server_info, table_stats
+from replay.tables import (
+    ONLINE_TABLE,
+    make_tables,
+    online_rate_limit,
+    signature_to_spec,
+    transition_spec,
+)
 
 if TYPE_CHECKING:
     from robofume.config import ExperimentConfig
@@ -78,6 +87,12 @@ class ReplayServer:
         self._stopped = threading.Event()
         self.last_checkpoint: str | None = str(found[-1]) if found else None
         self.checkpoints_written = 0
+        if found:
+            try:
+                self._verify_restored(found[-1])
+            except ReplayConfigMismatchError:
+                self._server.stop()
+                raise
         stats = self.stats()
         log.info(
             "replay server on port %d (checkpoints in %s%s): online size %d",
@@ -89,6 +104,39 @@ class ReplayServer:
         self._heartbeat = heartbeat
         self._thread = threading.Thread(target=self._background, name="replay-ckpt", daemon=True)
         self._thread.start()
+
+    def _verify_restored(self, checkpoint: Path) -> None:
+        """A restored checkpoint brings its own tables: they must be the ones ``cfg`` asks for."""
+        info = server_info(self._client, self.cfg.replay.rpc_timeout_s)[ONLINE_TABLE]
+        have = signature_to_spec(info.signature) if info.signature is not None else {}
+        want = transition_spec(self.cfg)
+        diffs = [
+            f"{k}: checkpoint {have.get(k)}, config {v}"
+            for k, v in want.items()
+            if have.get(k) != v
+        ]
+        size = self.cfg.replay.online_max_size
+        if info.max_size != size:
+            diffs.append(f"online_max_size: checkpoint {info.max_size}, config {size}")
+        limit = online_rate_limit(self.cfg)
+        lim = info.rate_limiter_info
+        if limit is not None:
+            pairs = {
+                "samples_per_insert": (lim.samples_per_insert, limit.samples_per_insert),
+                "min_size_to_sample": (lim.min_size_to_sample, limit.min_size_to_sample),
+                "rate limiter range": (
+                    (lim.min_diff, lim.max_diff),
+                    (limit.min_diff, limit.max_diff),
+                ),
+            }
+            for name, (a, b) in pairs.items():
+                if not np.allclose(np.asarray(a, float), np.asarray(b, float)):
+                    diffs.append(f"{name}: checkpoint {a}, config {b}")
+        if diffs:
+            raise ReplayConfigMismatchError(
+                f"replay checkpoint {checkpoint} was written for another config "
+                f"({'; '.join(diffs)}); start with another --checkpoint-dir (or remove that one)"
+            )
 
     # -- operations ---------------------------------------------------------------------------
     def checkpoint(self) -> str:

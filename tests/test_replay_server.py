@@ -177,3 +177,7 @@ def test_checkpoint_restore(cfg, tmp_path):
         assert set(batch["image"][:, 0, 0, 0].tolist()) <= {5, 6}
     finally:
         again.stop(checkpoint=False)
+    # a checkpoint restores its own tables: a server for another config must refuse it
+    other = replay_config(cfg.deploy.run_dir, env={"image_size": 64}, **LIMITS)
+    with pytest.raises(ReplayConfigMismatchError, match=r"image: checkpoint \(\(32, 32, 3\)"):
+        start_replay_server(other, checkpoint_dir=ckpt_dir, heartbeat=False)
