@@ -188,6 +188,21 @@ def split_episodes(
     return sorted(train), sorted(heldout)
 
 
+def split_three(
+    data: ClassifierData, val_fraction: float, heldout_fraction: float, seed: int = 0
+) -> tuple[list[str], list[str], list[str]]:
+    """(train, validation, held-out) episode ids, per kind; fractions of all episodes."""
+    rest, heldout = split_episodes(data, heldout_fraction, seed)
+    if val_fraction <= 0:
+        return rest, [], heldout
+    names = set(rest)
+    ids = [e for e in data.episode_ids if e in names]
+    kinds = [k for e, k in zip(data.episode_ids, data.episode_kinds, strict=True) if e in names]
+    view = dataclasses.replace(data, episode_ids=ids, episode_kinds=kinds)
+    train, val = split_episodes(view, val_fraction / max(1e-9, 1.0 - heldout_fraction), seed + 1)
+    return train, val, heldout
+
+
 def load_groups(data_dir: str | Path, cfg: RewardConfig) -> dict[str, list[Episode]]:
     """Read the dataset files the classifier uses (prior only with ``cfg.include_prior``)."""
     from robofume.data import DatasetError, read_episodes

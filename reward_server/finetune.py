@@ -1,9 +1,11 @@
 """Fine-tuning a reward model into a success classifier, and tuning its decision threshold.
 
-``finetune(cfg, data_dir, out_dir)`` = label the demos and failures, split by episode, train
-with a weighted binary cross-entropy on the yes-vs-no log-odds (negatives weighted by
-``negative_weight``; batches hold ``positive_fraction`` yes-examples), then choose the
-threshold that keeps the held-out false-positive rate at ``target_fpr`` and save a checkpoint.
+``finetune(cfg, data_dir, out_dir)`` = label the demos and failures, split by episode into
+train / validation / held-out, train with a weighted binary cross-entropy on the yes-vs-no
+log-odds (negatives weighted by ``negative_weight``; batches hold ``positive_fraction``
+yes-examples), choose the threshold that keeps the validation false-positive rate at
+``target_fpr``, measure FP/FN/accuracy/precision on the held-out episodes (untouched by both
+training and tuning) and save a checkpoint.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from reward_server.dataset import ClassifierData, load_classifier_data, split_episodes
+from reward_server.dataset import ClassifierData, load_classifier_data, split_three
 from reward_server.model import RewardModel, make_reward_model
 from reward_server.thresholds import choose_threshold, classification_metrics
 from robofume import metrics as tags
@@ -116,14 +118,20 @@ def finetune_data(
     model: RewardModel | None = None,
     meta: dict[str, Any] | None = None,
 ) -> FinetuneResult:
-    """Split ``data`` by episode, fine-tune, tune the threshold, save to ``out_dir``."""
+    """Split ``data`` by episode, fine-tune, tune the threshold on the validation episodes,
+    measure on the held-out ones, save to ``out_dir``."""
     steps = cfg.steps if steps is None else steps
-    train_ids, held_ids = split_episodes(data, cfg.heldout_fraction, cfg.seed)
-    train, held = data.for_episodes(train_ids), data.for_episodes(held_ids)
-    log.info("train %s, held-out %s", train.summary(), held.summary())
+    train_ids, val_ids, held_ids = split_three(
+        data, cfg.val_fraction, cfg.heldout_fraction, cfg.seed
+    )
+    train, val, held = (data.for_episodes(i) for i in (train_ids, val_ids, held_ids))
+    log.info("train %s, validation %s, held-out %s", train.summary(), val.summary(), held.summary())
     if len(held) == 0:
-        log.warning("no held-out episodes: the threshold is tuned on the training frames")
+        log.warning("no held-out episodes: measuring on the training frames")
         held = train
+    if len(val) == 0:
+        log.warning("no validation episodes: the threshold is tuned on the held-out ones")
+        val = held
     model = model or make_reward_model(cfg, device)
     model.questions = data.task_questions
     writer = None
@@ -134,9 +142,11 @@ def finetune_data(
     start = time.perf_counter()
     losses = train_model(model, train, cfg, steps, writer)
     seconds = time.perf_counter() - start
-    probs = tune_threshold(model, held, cfg)
+    val_probs = tune_threshold(model, val, cfg)
+    probs = val_probs if held is val else model.score(held.images, held.questions)
     report = classification_metrics(probs, held.labels, model.threshold)
     report.update(frames=len(held), episodes=len(held_ids), target_fpr=cfg.target_fpr)
+    report["validation"] = classification_metrics(val_probs, val.labels, model.threshold)
     log.info(
         "held-out at threshold %.4f: FPR %s FNR %s accuracy %s precision %s",
         model.threshold,
@@ -159,6 +169,7 @@ def finetune_data(
     if out_dir is not None:
         info = {
             "heldout_episodes": held_ids,
+            "validation_episodes": val_ids,
             "train_episodes": train_ids,
             "heldout_metrics": report,
             "steps": steps,

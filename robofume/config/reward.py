@@ -30,8 +30,11 @@ class RewardConfig:
     """Also use prior demos as training data."""
     heldout_fraction: float = 0.2
     """Fraction of episodes held out for evaluation (split by episode)."""
+    val_fraction: float = 0.2
+    """Fraction of episodes (besides the held-out ones) on which the threshold is tuned, so
+    the held-out rates are not biased by the tuning (0: tune on the held-out episodes)."""
     target_fpr: float = 0.02
-    """The decision threshold is chosen for this false-positive rate on held-out data."""
+    """The decision threshold is chosen for this false-positive rate on validation data."""
     threshold: float = 0.5
     """Decision threshold on P(yes) (replaced by the tuned one in a checkpoint)."""
     steps: int = 2_000
