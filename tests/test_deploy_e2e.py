@@ -1,0 +1,190 @@
+"""The whole system on one machine: `robofume up` on the smoke preset, then `down`.
+
+Real parts only: a local Ray head, the Reverb replay server, a gRPC reward replica, the online
+learner and a simulated actor, all on loopback, for a bounded number of actor steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import portpicker
+import pytest
+
+from robofume import metrics as tags
+
+ROOT = Path(__file__).resolve().parents[1]
+ACTOR_STEPS = 120
+
+
+def _robofume(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ROBOFUME_NO_PROGRESS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "robofume.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _tags(folder: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    found: set[str] = set()
+    for events in folder.rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0, "images": 0})
+        acc.Reload()
+        found |= set(acc.Tags()["scalars"]) | set(acc.Tags()["images"])
+    return found
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("up")
+    ports = [portpicker.pick_unused_port() for _ in range(6)]
+    overrides = [
+        "--preset",
+        "smoke",
+        "--deploy.run_dir",
+        str(tmp / "run"),
+        "--data.dir",
+        str(tmp / "data"),
+        "--deploy.ray_port",
+        str(ports[0]),
+        "--deploy.dashboard_port",
+        str(ports[1]),
+        "--deploy.replay_port",
+        str(ports[2]),
+        "--deploy.reward_port",
+        str(ports[3]),
+        "--deploy.control_port",
+        str(ports[4]),
+        "--deploy.tensorboard_port",
+        str(ports[5]),
+        "--actor.total_steps",
+        str(ACTOR_STEPS),
+        "--actor.human_reset_every",
+        "60",
+    ]
+    up = _robofume("up", *overrides)
+    report: dict = {}
+    try:
+        assert up.returncode == 0, f"robofume up failed:\n{up.stdout}\n{up.stderr[-5000:]}"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            status = _robofume("status", "--json", *overrides, timeout=120)
+            assert status.returncode == 0, status.stderr[-3000:]
+            report = json.loads(status.stdout)
+            actor = report["actors"].get("actor_0") or {}
+            if actor.get("state") == "stopped" and (report.get("learner") or {}).get("step"):
+                break
+            time.sleep(5)
+    finally:  # down before the checks: it flushes TensorBoard and checkpoints the replay
+        down = _robofume("down", *overrides, timeout=300)
+    assert down.returncode == 0, down.stderr[-3000:]
+    return {"report": report, "run": tmp / "run", "overrides": overrides, "up": up}
+
+
+def test_up_prints_where_to_look(cluster):
+    out = cluster["up"].stdout
+    assert "TensorBoard" in out and "Ray dashboard" in out and "run dir" in out
+
+
+def test_actor_alternated_tasks_and_delivered_labelled_episodes(cluster):
+    actor = cluster["report"]["actors"]["actor_0"]
+    assert actor["state"] == "stopped" and actor["steps"] == ACTOR_STEPS
+    closed = actor["episodes_closed"]
+    assert closed.get("vase_forward", 0) >= 1 and closed.get("vase_reset", 0) >= 1
+    assert actor["delivered_episodes"] >= 2 and actor["pending_episodes"] == 0
+    assert actor["reward"]["reachable"] and actor["reward"]["failures"] == 0
+
+
+def test_learner_updated_and_actor_followed_its_weights(cluster):
+    report = cluster["report"]
+    learner = report["learner"]
+    pretrain_steps = 20  # smoke preset: learner.steps
+    assert learner["step"] > pretrain_steps and learner["online_updates"] > 0
+    assert report["actors"]["actor_0"]["policy_version"] > pretrain_steps
+    assert report["replay"]["inserts"] >= ACTOR_STEPS - 40  # the tail may be a open episode
+
+
+def _filler_episode(cfg, steps: int):
+    """A failed episode of blank frames: inserting it lets the rate limiter allow samples."""
+    from robofume.types import Episode
+
+    s = cfg.env.image_size
+    return Episode(
+        images=np.zeros((steps + 1, s, s, 3), np.uint8),
+        proprio=np.zeros((steps + 1, 4), np.float32),
+        actions=np.zeros((steps, cfg.env.action_dim), np.float32),
+        rewards=np.zeros(steps, np.float32),
+        terminals=np.zeros(steps, bool),
+        success=np.zeros(steps, bool),
+        task="vase_forward",
+        language="put the vase in the correct bin",
+        kind="online",
+        mc_returns=np.zeros(steps, np.float32),
+        labels=np.zeros(steps, np.float32),
+    )
+
+
+def test_transitions_in_replay_carry_rewards_and_mc_returns(cluster):
+    """Restore the replay checkpoint `down` wrote and look at the actor's transitions."""
+    from replay.sampler import OnlineSampler
+    from replay.server import start_replay_server
+    from replay.writer import EpisodeWriter
+    from robofume.config import load_config
+
+    cfg = load_config("smoke", overrides=cluster["overrides"][2:])
+    server = start_replay_server(cfg, port=0, heartbeat=False)
+    try:
+        assert server.stats()["size"] >= ACTOR_STEPS - 40
+        EpisodeWriter(server.address, cfg).write(_filler_episode(cfg, 60))
+        with OnlineSampler(server.address, 64, timeout_s=5) as sampler:
+            batch = sampler.next(timeout=60)
+        assert batch is not None, "the restored replay server gave no batch"
+        from_actor = batch["image"].reshape(64, -1).amax(dim=1).numpy() > 0
+        assert from_actor.sum() >= 8, "expected most samples to be the actor's transitions"
+        reward = batch["reward"].numpy()[from_actor]
+        terminal = batch["terminal"].numpy()[from_actor]
+        mc = batch["mc_return"].numpy()[from_actor]
+        assert set(np.unique(reward)) <= {0.0, 1.0}
+        assert np.all(np.isfinite(mc)) and np.all(mc >= reward - 1e-6)
+        assert np.all(mc <= 1 / (1 - cfg.learner.discount) + 1e-4)
+        assert np.all(reward[terminal > 0] == 1.0)  # an episode only terminates on success
+        assert batch["next_image"].shape == batch["image"].shape
+    finally:
+        server.stop(checkpoint=False)
+
+
+def test_every_component_wrote_its_tensorboard_tags(cluster):
+    run = cluster["run"]
+    learner = _tags(run / "tb" / "learner")
+    assert {
+        tags.CRITIC_LOSS,
+        tags.ACTOR_LOSS,
+        tags.BC_LOSS,
+        tags.CQL_PENALTY,
+        tags.LEARNER_UPDATES_PER_SEC,
+        tags.LEARNER_UTD_RATIO,
+        tags.REPLAY_SIZE,
+    } <= learner
+    actor = _tags(run / "tb" / "actor_0")
+    assert {
+        tags.EPISODE_LENGTH,
+        tags.ACTOR_STEPS_PER_SEC,
+        tags.ACTOR_POLICY_LAG,
+        tags.ACTOR_LABEL_LAG_STEPS,
+        tags.ACTOR_INTERVENTIONS,
+    } <= actor
+    assert any(t.startswith(tags.SUCCESS_RATE) for t in actor)
+    assert any(t.startswith(tags.REWARD_FALSE_POSITIVE_RATE) for t in actor)
