@@ -56,6 +56,8 @@ def test_hash_ignores_deploy_and_roundtrips(tmp_path):
     cfg = load_config("sim-cpu")
     moved = load_config("sim-cpu", overrides=["--deploy.replay_address", "10.0.0.1:9"])
     assert cfg.hash == moved.hash
+    robot_pc = load_config("sim-cpu", overrides=["--actor.total_steps", "7", "--name", "x"])
+    assert robot_pc.hash == cfg.hash
     changed = load_config("sim-cpu", overrides=["--learner.discount", "0.9"])
     assert changed.hash != cfg.hash
     save_config(cfg, tmp_path / "c.yaml")

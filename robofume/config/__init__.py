@@ -64,7 +64,7 @@ class ExperimentConfig:
 
     @property
     def hash(self) -> str:
-        """Hash of everything but the deploy section; actor and learner must agree on it."""
+        """Hash of everything but deploy/actor/name; actor and learner must agree on it."""
         return config_hash(self)
 
     def replace(self, **sections: object) -> ExperimentConfig:

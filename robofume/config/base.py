@@ -179,7 +179,12 @@ def to_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config), default=list))
 
 
-def config_hash(config: Any, exclude: tuple[str, ...] = ("deploy",)) -> str:
+PROCESS_LOCAL = ("deploy", "actor", "name")
+"""Sections a process may set for itself without breaking agreement with the others:
+addresses and ports (deploy), the actor's own loop settings (actor), the preset's name."""
+
+
+def config_hash(config: Any, exclude: tuple[str, ...] = PROCESS_LOCAL) -> str:
     """A short stable hash of everything that must agree between processes."""
     data = {k: v for k, v in to_dict(config).items() if k not in exclude}
     blob = json.dumps(data, sort_keys=True).encode()
