@@ -15,7 +15,7 @@ def test_presets_load_and_differ():
 
 
 @pytest.mark.parametrize("name", ["sim-cpu", "sim-gpu", "smoke", "widowx", "multinode"])
-def test_every_preset_is_valid(name):
+def test_every_preset_is_valid(name, restore_task_registry):
     assert isinstance(load_config(name), ExperimentConfig)
 
 
@@ -67,3 +67,25 @@ def test_hash_ignores_deploy_and_roundtrips(tmp_path):
 def test_parse_overrides_needs_value():
     with pytest.raises(ConfigError, match="needs a value"):
         parse_overrides(["--learner.steps"])
+
+
+@pytest.fixture
+def restore_task_registry():
+    from robofume.envs import tasks
+
+    saved = (tasks.TASKS, tasks._BY_NAME, tasks._INDEX)
+    yield
+    tasks.TASKS, tasks._BY_NAME, tasks._INDEX = saved
+
+
+@pytest.mark.parametrize("name", ["widowx"])
+def test_widowx_preset_registers_its_real_tasks(name, restore_task_registry):
+    from robofume.envs.tasks import get_task, task_index, task_names
+
+    cfg = load_config(name)
+    assert cfg.actor.forward_task in task_names() and cfg.actor.reset_task in task_names()
+    fwd = get_task(cfg.actor.forward_task)
+    assert fwd.pair == cfg.actor.reset_task and fwd.kind == "target_forward"
+    assert task_index(cfg.actor.reset_task) > task_index("vase_forward")
+    load_config("widowx")  # idempotent
+    assert task_names().count(cfg.actor.forward_task) == 1

@@ -95,7 +95,18 @@ def load_config(
     if overrides:
         data = parse_overrides(overrides) if isinstance(overrides, list) else overrides
         config = merge(config, data, "")
+    register_config_tasks(config)
     return config
+
+
+def register_config_tasks(config: ExperimentConfig) -> None:
+    """Tasks the config declares (the real robot's) join the global task order."""
+    if config.env.widowx.languages:
+        from robofume.envs.tasks import register_tasks
+
+        register_tasks(
+            dict(config.env.widowx.languages), config.actor.forward_task, config.actor.reset_task
+        )
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:

@@ -139,3 +139,27 @@ def task_index(name: str) -> int:
         return _INDEX[name]
     except KeyError:
         raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(task_names())}") from None
+
+
+def register_tasks(languages: dict[str, str], forward: str = "", reset: str = "") -> list[str]:
+    """Add real-robot tasks (name -> instruction) after the simulated ones; idempotent.
+
+    The real robot's tasks are declared in the config (``env.widowx.languages``), so the
+    learner and every actor that load the same config get the same global order and ids.
+    ``forward``/``reset`` name the actor's pair, which become each other's ``pair``.
+    """
+    global TASKS, _BY_NAME, _INDEX
+    added = []
+    for name, language in languages.items():
+        if name in _BY_NAME:
+            if _BY_NAME[name].language != language:
+                raise ValueError(f"task {name!r} is already registered with another instruction")
+            continue
+        kind: TaskKind = "target_reset" if name == reset else "target_forward"
+        pair = {forward: reset, reset: forward}.get(name) or None
+        task = Task(name, language, kind, obj="real", destination="real", pair=pair, source="real")
+        TASKS = (*TASKS, task)
+        added.append(name)
+    _BY_NAME = {t.name: t for t in TASKS}
+    _INDEX = {t.name: i for i, t in enumerate(TASKS)}
+    return added
