@@ -32,9 +32,18 @@ def use_token_auth() -> None:
 
     Ray keeps the token in ``~/.ray/auth_token`` (created on first use); on a multi-node
     cluster copy it to every node. Setting the mode explicitly keeps the head and the
-    drivers in agreement whether or not a token file existed before.
+    drivers in agreement whether or not a token file existed before. Ray caches the mode
+    per process, so the cache is refreshed when Ray was imported already.
     """
     os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # raylet chatter on the console
+    if "ray" in sys.modules:
+        try:
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except (ImportError, AttributeError):  # another Ray version: the env var is enough
+            pass
 
 
 def _ray_bin() -> str:
