@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages headless MuJoCo rendering needs (EGL through Mesa, and OSMesa
-# as the fallback), only when they are missing. Without root it prints the command to run.
+# Installs the Debian packages headless MuJoCo rendering needs (EGL through Mesa), only when
+# they are missing. Without root it prints the command to run. ROBOFUME_OSMESA=1 also
+# installs OSMesa, the software fallback (`--env.render_backend osmesa`).
 set -euo pipefail
-PKGS=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 libglfw3)
+PKGS=(libegl1 libegl-mesa0 libgl1-mesa-dri)
+if [ "${ROBOFUME_OSMESA:-0}" = "1" ]; then PKGS+=(libosmesa6); fi
 missing=()
 if ! command -v dpkg >/dev/null 2>&1; then
   echo "system-deps: not a Debian/Ubuntu system; make sure EGL (Mesa) or OSMesa is installed." >&2
