@@ -151,6 +151,22 @@ def run_size(size: int, transitions: int, batches: list[int], steps: int) -> lis
                         "transitions": got * batch,
                     }
                 )
+            import reverb
+
+            t0 = time.perf_counter()
+            path = Path(reverb.Client(address).checkpoint())
+            dt = time.perf_counter() - t0
+            disk = sum(f.stat().st_size for f in path.iterdir()) / 1e6
+            rows.append(
+                {
+                    "image": f"{size}x{size}",
+                    "op": f"checkpoint ({disk:.0f} MB on disk)",
+                    "transitions_per_s": (written + steps) / dt,
+                    "mb_per_s": (written + steps) * frame_mb / dt,
+                    "seconds": dt,
+                    "transitions": written + steps,
+                }
+            )
         finally:
             proc.terminate()
             proc.wait(timeout=60)

@@ -13,7 +13,7 @@ Usage (actor side)::
     except EpisodeRejectedError:           # malformed episode: retrying will not help
         ...
 
-``EpisodeWriter(address, cfg=None, *, timeout_s=None, flush_every=None)``:
+``EpisodeWriter(address, cfg=None, *, timeout_s=None, flush_every=None, max_wait_s=None)``:
 ``address`` is ``host:port`` of the replay server; ``cfg`` (an ExperimentConfig) supplies the
 discount for missing Monte-Carlo returns and the defaults of ``timeout_s``
 (``replay.rpc_timeout_s``) and ``flush_every`` (``replay.flush_every``). Thread-safe (one
@@ -38,8 +38,10 @@ Semantics of :meth:`EpisodeWriter.write`:
   in the middle of an episode, the items the server had already confirmed stay in the table
   and the retry writes them again (bounded to that one episode). The usual failures (server
   down before the write, server restarted from its checkpoint) duplicate nothing.
-* While the server is reachable but the UTD rate limiter holds inserts back (the learner is
-  far behind), ``write`` waits: that is the back-pressure the limiter exists for.
+* While the server is reachable but the UTD rate limiter holds inserts back (the actors are
+  ``replay.insert_lead_steps`` ahead of the learner), ``write`` waits: that is the
+  back-pressure the limiter exists for. With ``max_wait_s`` it gives up after that long with
+  ``ReplayUnavailableError`` (the episode may then be partly in the table, see above).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class EpisodeWriter:
         *,
         timeout_s: float | None = None,
         flush_every: int | None = None,
+        max_wait_s: float | None = None,
     ):
         import reverb
 
@@ -82,6 +85,7 @@ class EpisodeWriter:
         )
         self.flush_every = max(1, int(flush_every or (cfg.replay.flush_every if cfg else 32)))
         self.discount = cfg.learner.discount if cfg else None
+        self.max_wait_s = max_wait_s
         self._client = reverb.Client(address)
         self._lock = threading.Lock()
         self.episodes_written = 0
@@ -255,6 +259,13 @@ class EpisodeWriter:
                         "target); waiting",
                         self.address,
                     )
+                elif self.max_wait_s is not None and (
+                    time.monotonic() - waited_since > self.max_wait_s
+                ):
+                    raise ReplayUnavailableError(
+                        f"replay at {self.address} held inserts back for more than "
+                        f"{self.max_wait_s:.0f} s (rate limiter)"
+                    ) from err
 
 
 def _discard(writer: Any) -> None:

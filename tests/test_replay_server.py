@@ -181,3 +181,17 @@ def test_checkpoint_restore(cfg, tmp_path):
     other = replay_config(cfg.deploy.run_dir, env={"image_size": 64}, **LIMITS)
     with pytest.raises(ReplayConfigMismatchError, match=r"image: checkpoint \(\(32, 32, 3\)"):
         start_replay_server(other, checkpoint_dir=ckpt_dir, heartbeat=False)
+
+
+def test_inserts_wait_when_actors_run_far_ahead(tmp_path):
+    # spi 4, min size 16, actors may lead by 2 steps: inserts stop after 16 + 2 items
+    limits = {**LIMITS, "replay": {**LIMITS["replay"], "insert_lead_steps": 2}}
+    cfg = replay_config(tmp_path, **limits)
+    srv = start_replay_server(cfg, checkpoint_dir=tmp_path / "lead", heartbeat=False)
+    try:
+        writer = EpisodeWriter(srv.address, cfg, timeout_s=1, max_wait_s=1)
+        with pytest.raises(ReplayUnavailableError, match="held inserts back"):
+            writer.write(coded_episode(cfg, 1, 30))
+        assert srv.stats()["size"] == 18
+    finally:
+        srv.stop(checkpoint=False)
