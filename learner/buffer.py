@@ -17,19 +17,8 @@ import numpy as np
 import torch
 
 from robofume.data import mc_returns
-from robofume.types import Episode
+from robofume.types import BATCH_KEYS, Episode
 
-BATCH_KEYS = (
-    "image",
-    "proprio",
-    "task",
-    "action",
-    "reward",
-    "terminal",
-    "next_image",
-    "next_proprio",
-    "mc_return",
-)
 TARGET_KINDS = ("target_forward", "target_reset")
 
 

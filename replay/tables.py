@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from robofume.types import BATCH_KEYS
+
 if TYPE_CHECKING:
     from robofume.config import ExperimentConfig
 
@@ -42,18 +44,8 @@ WEIGHTS_TABLE = "policy_weights"
 VERSION_TABLE = "policy_version"
 """The version of the item in ``policy_weights`` (one tiny item, for cheap checks)."""
 
-TRANSITION_KEYS = (
-    "image",
-    "proprio",
-    "task",
-    "action",
-    "reward",
-    "terminal",
-    "next_image",
-    "next_proprio",
-    "mc_return",
-)
-"""Keys of one sampled transition, the same as the learner's batch dict."""
+TRANSITION_KEYS = BATCH_KEYS
+"""Keys of one sampled transition: the learner's batch keys."""
 
 STEP_COLUMNS = ("image", "proprio", "action", "reward", "terminal", "mc_return", "task")
 """Columns of one trajectory step (the last step of an episode has only image and proprio)."""

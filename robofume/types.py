@@ -9,6 +9,20 @@ import numpy as np
 
 EpisodeKind = Literal["prior", "target_forward", "target_reset", "failure", "online"]
 
+BATCH_KEYS = (
+    "image",
+    "proprio",
+    "task",
+    "action",
+    "reward",
+    "terminal",
+    "next_image",
+    "next_proprio",
+    "mc_return",
+)
+"""Keys of a learner batch (one transition per row), whether it comes from the offline data
+or from the replay server: images uint8 (B,H,W,3), ``task`` int64 task ids, the rest float32."""
+
 
 @dataclass
 class Episode:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from learner.buffer import BATCH_KEYS, OfflineBuffer, mix_batches, split_sizes
+from learner.buffer import OfflineBuffer, mix_batches, split_sizes
 from robofume.envs.tasks import task_index
-from robofume.types import Episode
+from robofume.types import BATCH_KEYS, Episode
 
 
 def episode(task, kind, t, value):

@@ -16,7 +16,7 @@ from replay.tables import (
 
 
 def test_transition_keys_are_the_learner_batch_keys():
-    from learner.buffer import BATCH_KEYS
+    from robofume.types import BATCH_KEYS
 
     assert tuple(TRANSITION_KEYS) == tuple(BATCH_KEYS)
 
