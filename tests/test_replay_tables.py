@@ -15,12 +15,6 @@ from replay.tables import (
 )
 
 
-def test_transition_keys_are_the_learner_batch_keys():
-    from robofume.types import BATCH_KEYS
-
-    assert tuple(TRANSITION_KEYS) == tuple(BATCH_KEYS)
-
-
 def test_spec_follows_config(tmp_path):
     cfg = replay_config(tmp_path, env={"image_size": 48, "action_dim": 5})
     spec = transition_spec(cfg)
