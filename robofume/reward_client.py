@@ -71,7 +71,7 @@ class _Replica:
         )
         self.stub = reward_pb2_grpc.RewardStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
-        self.healthy = True  # optimistic until a probe or a call says otherwise
+        self.healthy: bool | None = None  # unknown until a probe or a call says; used meanwhile
 
 
 class RewardClient:
@@ -113,8 +113,12 @@ class RewardClient:
     def addresses(self) -> list[str]:
         return [r.address for r in self._replicas]
 
-    def healthy(self) -> list[str]:
-        """Addresses currently believed to be serving."""
+    def healthy(self, refresh: bool = False) -> list[str]:
+        """Addresses serving as far as the client knows (replicas never probed, or all of them
+        with ``refresh``, are checked now)."""
+        for replica in self._replicas:
+            if refresh or replica.healthy is None:
+                self.check(replica)
         return [r.address for r in self._replicas if r.healthy]
 
     # --- health ----------------------------------------------------------------------------
@@ -128,7 +132,7 @@ class RewardClient:
             ok = resp.status == health_pb2.HealthCheckResponse.SERVING
         except grpc.RpcError:
             ok = False
-        if ok != replica.healthy:
+        if replica.healthy is not None and ok != replica.healthy:
             log.info("reward replica %s is %s", replica.address, "up" if ok else "down")
         replica.healthy = ok
         return ok
@@ -163,7 +167,7 @@ class RewardClient:
             start = next(self._rr)
             order = [self._replicas[(start + i) % n] for i in range(n)]
         for replica in order:
-            if replica.healthy and replica is not avoid:
+            if replica.healthy is not False and replica is not avoid:
                 return replica
         for replica in order:  # every replica is believed down: try anyway
             if replica is not avoid or n == 1:
@@ -233,7 +237,7 @@ class RewardClient:
                     raise
                 replica.healthy = False
                 last = err
-                if any(r.healthy for r in self._replicas):
+                if any(r.healthy is not False for r in self._replicas):
                     continue  # another replica is believed up: go there now
                 delay = next(delays, None)
                 if delay is None or time.monotonic() + delay >= deadline:

@@ -73,7 +73,10 @@ def test_round_robin_and_a_dead_replica_is_routed_around(model):
 
 def test_bad_request_and_no_replica_fail_clearly(model):
     handle = start_server_thread(model, CFG)
+    dead = f"127.0.0.1:{free_port()}"
     try:
+        with RewardClient([handle.address, dead], CFG, health_checks=False) as client:
+            assert client.healthy() == [handle.address]  # probed on demand, not assumed
         with RewardClient([handle.address], CFG, health_checks=False) as client:
             with pytest.raises(RewardRequestError, match="unknown task 'nope'"):
                 client.score(frames(1), "nope")
@@ -84,7 +87,6 @@ def test_bad_request_and_no_replica_fail_clearly(model):
             assert info["model_version"] == model.version and info["rejected"] >= 1
     finally:
         handle.stop()
-    dead = f"127.0.0.1:{free_port()}"
     with RewardClient([dead], CFG, timeout_s=1.0, health_checks=False) as client:
         with pytest.raises(RewardUnavailable, match="no reward replica"):
             client.score(frames(1), "vase_forward")
