@@ -54,6 +54,7 @@ def _up(args: argparse.Namespace) -> int:
     from deploy.up import (
         load_state,
         prepare,
+        process_alive,
         run_paths,
         save_state,
         start_tensorboard,
@@ -79,7 +80,7 @@ def _up(args: argparse.Namespace) -> int:
     launch.start_reward(cfg)
     launch.start_learner(cfg)
     launch.start_actors(cfg)
-    if not args.no_tensorboard and not state.get("tensorboard_pid"):
+    if not args.no_tensorboard and not process_alive(state.get("tensorboard_pid")):
         state["tensorboard_pid"] = start_tensorboard(cfg)
     save_state(cfg, state)
     host = cfg.deploy.bind_host if cfg.deploy.bind_host != "0.0.0.0" else "127.0.0.1"
@@ -118,8 +119,11 @@ def _down(args: argparse.Namespace) -> int:
         log.info("stopped: %s", ", ".join(stopped) or "no running services")
     stop_pid(state.get("tensorboard_pid"))
     if state.get("started_head"):
-        cluster.stop_head()
-        log.info("stopped the Ray head this run started")
+        import ray
+
+        ray.shutdown()  # our own driver connection first (no-op when not connected)
+        count = cluster.stop_head(cfg.deploy)
+        log.info("stopped the Ray head this run started (%d processes)", count)
     (run_paths(cfg)["root"] / "up.json").unlink(missing_ok=True)
     return 0
 

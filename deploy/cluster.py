@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -111,6 +112,54 @@ def connect(cfg: DeployConfig) -> None:
     )
 
 
-def stop_head() -> None:
-    """`ray stop` on this machine (only called when `up` started the head)."""
-    subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True, check=False)
+def head_processes(cfg: DeployConfig) -> list:
+    """The processes of the local Ray head on ``cfg.ray_port``, and nothing else.
+
+    The head's GCS server names its port and its session; every process of that Ray
+    instance (raylet, dashboard, monitors, workers) names the session, and the agents that
+    rename themselves are children of the raylet. Other Ray instances on the machine (other
+    runs, tests) have other sessions and are left alone, unlike `ray stop`.
+    """
+    import psutil
+
+    port = head_address(cfg).rsplit(":", 1)[1]
+    session = ""
+    for proc in psutil.process_iter(["cmdline"]):
+        args = proc.info["cmdline"] or []
+        if f"--gcs_server_port={port}" in args:
+            names = [a.split("=", 1)[1] for a in args if a.startswith("--session-name=")]
+            session = names[0] if names else ""
+            break
+    if not session:
+        return []
+    flags = ("--address=", "--gcs-address=")  # the Ray client server names only the GCS
+
+    def ours(arg: str) -> bool:
+        return session in arg or (arg.startswith(flags) and arg.endswith(f":{port}"))
+
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(ours(a) for a in proc.info["cmdline"] or []):
+            try:
+                for p in [proc, *proc.children(recursive=True)]:
+                    found[p.pid] = p
+            except psutil.NoSuchProcess:
+                continue
+    found.pop(os.getpid(), None)
+    return list(found.values())
+
+
+def stop_head(cfg: DeployConfig, timeout_s: float = 15.0) -> int:
+    """Stop the local head `up` started (SIGTERM, then SIGKILL); returns processes stopped."""
+    import psutil
+
+    procs = head_processes(cfg)
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5.0)
+    return len(procs)
