@@ -79,7 +79,7 @@ def format_report(report: dict[str, Any]) -> str:
         state = "up" if r.get("healthy") else "DOWN"
         lines.append(
             f"reward   {r['address']:<22} {state}  "
-            + _fields(r, ("version", "batches", "frames", "mean_latency_ms"))
+            + _fields(r, ("model_version", "batches", "frames", "largest_batch"))
         )
     learner = report.get("learner")
     if learner:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -134,9 +135,37 @@ def start_tensorboard(cfg: ExperimentConfig) -> int | None:
         "--reload_interval",
         "5",
     ]
-    with open(paths["logs"] / "tensorboard.log", "ab") as out:
+    logfile = paths["logs"] / "tensorboard.log"
+    with open(logfile, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    host = "127.0.0.1" if cfg.deploy.bind_host == "0.0.0.0" else cfg.deploy.bind_host
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = logfile.read_text(errors="replace").strip().splitlines()[-5:]
+            log.error(
+                "tensorboard exited (%s), see %s:\n%s", proc.returncode, logfile, "\n".join(tail)
+            )
+            return None
+        with socket.socket() as sock:
+            sock.settimeout(1.0)
+            if sock.connect_ex((host, cfg.deploy.tensorboard_port)) == 0:
+                return proc.pid
+        time.sleep(0.5)
+    log.warning(
+        "tensorboard is not answering on port %d yet; see %s", cfg.deploy.tensorboard_port, logfile
+    )
     return proc.pid
+
+
+def process_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def stop_pid(pid: int | None) -> None:

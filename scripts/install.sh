@@ -25,7 +25,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 echo "install: installing robofume and the pinned dependencies into $VENV (first time: ~2-4 min)"
-"$VENV/bin/pip" install -q --disable-pip-version-check -U pip setuptools wheel
+"$VENV/bin/pip" install -q --disable-pip-version-check -U -c constraints.txt pip setuptools wheel
 "$VENV/bin/pip" install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 "$VENV/bin/pip" check >/dev/null || { "$VENV/bin/pip" check; exit 1; }
 echo "install: done"
