@@ -102,9 +102,13 @@ def train_model(
 
 
 def tune_threshold(model: RewardModel, heldout: ClassifierData, cfg: RewardConfig) -> np.ndarray:
-    """Score ``heldout``, set ``model.threshold`` for ``cfg.target_fpr``; return the probs."""
+    """Score ``heldout``, set ``model.threshold`` for ``cfg.target_fpr`` (not below
+    ``cfg.min_threshold``); return the probs."""
     probs = model.score(heldout.images, heldout.questions)
-    model.threshold = choose_threshold(probs[heldout.labels <= 0.5], cfg.target_fpr, cfg.threshold)
+    tuned = choose_threshold(probs[heldout.labels <= 0.5], cfg.target_fpr, cfg.threshold)
+    if tuned < cfg.min_threshold:
+        log.info("tuned threshold %.4f raised to min_threshold %.2f", tuned, cfg.min_threshold)
+    model.threshold = max(tuned, cfg.min_threshold)
     return probs
 
 

@@ -160,6 +160,7 @@ def test_finetune_scores_and_checkpoint_round_trip(backend, size, tmp_path):
     pos, neg = p_held[held.labels > 0.5], p_held[held.labels <= 0.5]
     assert np.mean(pos[:, None] > neg[None, :]) >= 0.9
     assert result.heldout["validation"]["false_positive_rate"] == 0.0  # tuned for FPR 0 there
+    assert model.threshold >= cfg.min_threshold
     probs = model.score(data.images, data.questions)
     assert probs.shape == (len(data),) and probs.dtype == np.float32
     assert np.all((probs >= 0) & (probs <= 1))

@@ -37,6 +37,9 @@ class RewardConfig:
     """The decision threshold is chosen for this false-positive rate on validation data."""
     threshold: float = 0.5
     """Decision threshold on P(yes) (replaced by the tuned one in a checkpoint)."""
+    min_threshold: float = 0.5
+    """Floor of the tuned threshold: a confident model tuned on clean validation frames can get
+    a threshold near 0 that lets through many false positives once the scene shifts."""
     steps: int = 2_000
     """Fine-tuning steps."""
     batch_size: int = 32
