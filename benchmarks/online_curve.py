@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.cluster_run import (
@@ -123,6 +124,30 @@ def online_stats(cluster: Cluster) -> dict:
     }
 
 
+def episode_stats(run_dir: Path) -> dict:
+    """From the actor's TensorBoard: episode lengths, and how many ended on a predicted success
+    (labelled return > 0) rather than at the step limit or a human reset."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from robofume import metrics as M
+
+    lengths: list[float] = []
+    returns: list[float] = []
+    for events in sorted((run_dir / "tb" / "actor_0").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        tags = acc.Tags()["scalars"]
+        if M.EPISODE_LENGTH in tags:
+            lengths += [e.value for e in acc.Scalars(M.EPISODE_LENGTH)]
+        if M.EPISODE_RETURN in tags:
+            returns += [e.value for e in acc.Scalars(M.EPISODE_RETURN)]
+    return {
+        "episodes": len(lengths),
+        "mean_length": sum(lengths) / len(lengths) if lengths else None,
+        "ended_on_predicted_success": sum(r > 0 for r in returns),
+    }
+
+
 def plot(curve: list[dict], stats: dict, pretrain_step: int, path: Path) -> None:
     import matplotlib
 
@@ -193,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--points", type=int, default=3, help="online checkpoints to evaluate")
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes per point")
     p.add_argument("--task", default="vase_forward")
+    p.add_argument("--eval-workers", type=int, default=2, help="evaluations run at once")
     p.add_argument("--every", type=float, default=15.0, help="heartbeat sampling period, s")
     p.add_argument("--source-run", type=Path, default=Path("runs/sim-cpu"))
     p.add_argument("--data", default="data/sim-cpu", help="dataset dir (must exist)")
@@ -211,8 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         pretrained, stats = run_cluster(args, run_dir)
         stats["pretrained"] = str(pretrained)
         stats_path.write_text(json.dumps(stats, indent=1))
+    stats["episode_stats"] = episode_stats(run_dir)
     ckpts = [pretrained, *pick_checkpoints(run_dir / "online" / "checkpoints", args.points)]
-    curve = [evaluate(c, args.task, args.episodes, args.out / "evaluation") for c in ckpts]
+    evals = args.out / "evaluation"
+    with ThreadPoolExecutor(max_workers=args.eval_workers) as pool:  # one process each
+        curve = list(pool.map(lambda c: evaluate(c, args.task, args.episodes, evals), ckpts))
     (args.out / "curve.json").write_text(json.dumps(curve, indent=1))
     plot(curve, stats, curve[0]["update"], args.plot)
     print(json.dumps({k: v for k, v in stats.items() if k != "series"}, indent=1))
