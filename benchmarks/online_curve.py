@@ -38,7 +38,7 @@ def pick_checkpoints(ckpt_dir: Path, points: int) -> list[Path]:
     """``points`` online checkpoints spread evenly over the run, the last one included."""
     from learner.checkpoint import list_checkpoints
 
-    found = list(list_checkpoints(ckpt_dir))
+    found = [path for _, path in list_checkpoints(ckpt_dir)]
     if len(found) <= points:
         return found
     idx = sorted({round((len(found) - 1) * (i + 1) / points) for i in range(points)})
