@@ -19,6 +19,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
+KEYS = (
+    "false_positive_rate",
+    "false_negative_rate",
+    "accuracy",
+    "precision",
+    "tp",
+    "fp",
+    "tn",
+    "fn",
+)
 VARIATION = {"lighting": 0.3, "camera_jitter": 0.03, "distractors": 2}
 
 
@@ -40,8 +50,7 @@ def ensure_data(path: Path, varied: bool, seed: int) -> Path:
 
 def row(name: str, backend: str, metrics: dict, extra: dict) -> dict:
     out = {"setting": name, "backend": backend}
-    out.update({k: metrics.get(k) for k in ("false_positive_rate", "false_negative_rate",
-                                             "accuracy", "precision", "tp", "fp", "tn", "fn")})
+    out.update({k: metrics.get(k) for k in KEYS})
     out.update(extra)
     return out
 
