@@ -69,6 +69,7 @@ def start_reward(cfg: ExperimentConfig) -> list[str]:
                 cfg.deploy.tls_cert,
                 cfg.deploy.tls_key,
                 "cuda" if cfg.deploy.reward_gpus > 0 else cfg.reward.device,
+                str(run_paths(cfg)["root"].resolve()),
             )
         )
     addresses = ray.get([h.get_address.remote() for h in handles], timeout=300)

@@ -128,6 +128,9 @@ def _serve(args: argparse.Namespace) -> int:
         )
         bound = await server.start(host, port)
         log.info("ready in %.1f s", time.perf_counter() - start)
+        from reward_server.telemetry import ServerTelemetry
+
+        telemetry = ServerTelemetry(server, Path(cfg.deploy.run_dir) / "tb" / f"reward_{bound}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -149,6 +152,7 @@ def _serve(args: argparse.Namespace) -> int:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 5.0)
         log.info("stopping reward server")
+        telemetry.close()
         await server.stop(grace=2.0)
         write_status(cfg.deploy.run_dir, name, {"state": "stopped", "version": model.version})
 

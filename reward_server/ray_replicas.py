@@ -47,6 +47,7 @@ class RewardReplica:
         tls_cert: str = "",
         tls_key: str = "",
         device: str = "auto",
+        run_dir: str = "",
     ):
         from robofume.logs import setup_logging
 
@@ -69,6 +70,12 @@ class RewardReplica:
 
             advertised = ray.util.get_node_ip_address()
         self.address = f"{advertised}:{self.handle.server.port}"
+        self.telemetry = None
+        if run_dir:
+            from reward_server.telemetry import ServerTelemetry
+
+            tb_dir = Path(run_dir) / "tb" / f"reward_{self.handle.server.port}"
+            self.telemetry = ServerTelemetry(self.handle.server, tb_dir)
 
     def get_address(self) -> str:
         return self.address
@@ -86,6 +93,8 @@ class RewardReplica:
         }
 
     def stop(self) -> bool:
+        if self.telemetry is not None:
+            self.telemetry.close()
         self.handle.stop()
         return True
 

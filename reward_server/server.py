@@ -19,6 +19,7 @@ handle.address; handle.stop()
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 import time
@@ -153,7 +154,8 @@ class RewardServer:
         self.tls = (tls_cert, tls_key)
         self.requests = 0
         self.rejected = 0
-        self.latency_ms: list[float] = []
+        self.latency_ms: collections.deque[float] = collections.deque(maxlen=4096)
+        """Latency of the most recent requests (ms), for telemetry."""
         self.port: int | None = None
         self._executor = ThreadPoolExecutor(max(1, cfg.executor_threads), "reward-model")
         self._decode_pool = ThreadPoolExecutor(2, "reward-decode")

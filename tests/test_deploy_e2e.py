@@ -188,3 +188,5 @@ def test_every_component_wrote_its_tensorboard_tags(cluster):
     } <= actor
     assert any(t.startswith(tags.SUCCESS_RATE) for t in actor)
     assert any(t.startswith(tags.REWARD_FALSE_POSITIVE_RATE) for t in actor)
+    reward = _tags(run / "tb")  # reward_<port>/: the replica's own serving metrics
+    assert {tags.REWARD_LATENCY_MS, tags.REWARD_BATCH_SIZE} <= reward

@@ -279,3 +279,36 @@ def test_tls_and_token_together(model, tmp_path):
             plain.score(frames(1), "vase_forward")  # plaintext cannot talk to a TLS replica
     finally:
         handle.stop()
+
+
+def test_telemetry_logs_latency_and_batch_size(tmp_path):
+    """The serving replica's TensorBoard scalars come from its own counters."""
+    import collections
+    import types
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from reward_server.telemetry import ServerTelemetry
+    from robofume import metrics as tags
+
+    server = types.SimpleNamespace(
+        requests=0,
+        latency_ms=collections.deque(maxlen=8),
+        batcher=types.SimpleNamespace(batches=0, frames=0),
+    )
+    telemetry = ServerTelemetry(server, tmp_path, every_s=3600)
+    try:
+        assert telemetry.sample(0) == {}  # nothing served yet
+        server.latency_ms.extend([10.0, 30.0, 20.0])
+        server.requests, server.batcher.batches, server.batcher.frames = 3, 2, 6
+        out = telemetry.sample(1)
+        assert out[tags.REWARD_LATENCY_MS] == 20.0 and out[tags.REWARD_BATCH_SIZE] == 3.0
+        server.latency_ms.append(50.0)
+        server.requests, server.batcher.batches, server.batcher.frames = 4, 3, 7
+        out = telemetry.sample(2)  # only the new interval counts
+        assert out[tags.REWARD_LATENCY_MS] == 50.0 and out[tags.REWARD_BATCH_SIZE] == 1.0
+    finally:
+        telemetry.close()  # nothing new since: no extra point
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars(tags.REWARD_BATCH_SIZE)] == [3.0, 1.0]
