@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt scripts/install.sh
 install: $(STAMP) protos  ## create .venv and install everything (idempotent)
 
 protos: $(STAMP)  ## generate the gRPC/protobuf Python code from protos/*.proto
-	@$(PY) -m protos.build
+	@$(PY) -c "import sys; from protos.build import main; sys.exit(main())"
 
 test: install  ## run the test suite (fast; excludes slow/gpu/robot markers)
 	@$(VENV)/bin/pytest $(ARGS)
