@@ -29,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import machine as describe_machine
+from benchmarks.common import record_section
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 NOTE = (
     "\nThe free-running row is the actor's own throughput (policy + simulator + bookkeeping, "
@@ -44,18 +47,6 @@ NOTE = (
 )
 HEADING = "## Actor"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _machine() -> str:
-    cpu = "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core CPU ({cpu}), no GPU"
 
 
 def _overrides(run_dir: Path, tick_hz: float) -> list[str]:
@@ -253,19 +244,6 @@ def table(rows: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def record(section: str) -> None:
-    """Replace (or add) this benchmark's section of RESULTS.md."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if HEADING + "\n" in text:
-        head, rest = text.split(HEADING + "\n", 1)
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1 :] if nxt >= 0 else ""
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="sim-cpu")
@@ -280,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     from robofume.logs import setup_logging
 
     setup_logging(logging.WARNING)
-    machine = _machine()
+    machine = describe_machine(load=False)
     rows = []
     for n in args.actors:
         rows.append(run_config(args.preset, n, args.seconds, args.hz, args.publish_every))
@@ -307,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(section)
     if not args.no_record:
-        record(section)
+        record_section(HEADING, section)
     return 0
 
 

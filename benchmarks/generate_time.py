@@ -14,26 +14,14 @@ import dataclasses
 import json
 import logging
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+from benchmarks.common import machine as describe_machine
+from benchmarks.common import record_section
+
 HEADING = "## Dataset generation"
-
-
-def _machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{os.cpu_count()}-core CPU ({cpu}), no GPU; load average {load:.1f} at start"
 
 
 def run_one(preset: str, workers: int) -> dict:
@@ -91,15 +79,7 @@ def record(rows: list[dict], machine: str) -> None:
         "rollouts not counted). The machine is shared with other jobs, so times vary.\n\n"
         f"{table(rows)}\n"
     )
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if HEADING in text:
-        head, rest = text.split(HEADING, 1)
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1 :] if nxt >= 0 else ""
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
+    record_section(HEADING, section)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from robofume.logs import setup_logging
 
     setup_logging(logging.WARNING)
-    machine = _machine()
+    machine = describe_machine()
     rows = []
     for preset in args.presets:
         for workers in args.workers:

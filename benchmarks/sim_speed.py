@@ -17,10 +17,11 @@ import argparse
 import contextlib
 import logging
 import os
-import platform
 import subprocess
 import time
-from pathlib import Path
+
+from benchmarks.common import machine as describe_machine
+from benchmarks.common import record_section
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("LP_NUM_THREADS", "1")
@@ -28,21 +29,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADING = "## Simulator"
-
-
-def _machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{os.cpu_count()}-core CPU ({cpu}), no GPU; load average {load:.1f} at start"
 
 
 def _one_core() -> None:
@@ -210,19 +197,6 @@ def report(machine: str, speeds: list[dict], succ: dict, chain: dict, prior: dic
     return "\n".join(lines)
 
 
-def record(section: str) -> None:
-    """Replace (or add) this benchmark's section of RESULTS.md."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if HEADING + "\n" in text:
-        head, rest = text.split(HEADING + "\n", 1)
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1 :] if nxt >= 0 else ""
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400, help="timed steps per image size")
@@ -236,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     from robofume.logs import setup_logging
 
     setup_logging(logging.WARNING)
-    machine = _machine()
+    machine = describe_machine()
     _one_core()
     from robofume.envs.tasks import prior_task_names, target_task_names
 
@@ -253,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(machine, speeds, succ, chain, prior)
     print(section)
     if not args.no_record:
-        record(section)
+        record_section(HEADING, section)
     return 0
 
 
