@@ -247,7 +247,7 @@ class Learner:
             target_state = policy_input(self._encode_target(next_image), task_emb, next_proprio)
             next_q = self._target_critic(target_state, next_actions[:, n:])  # (E, B, n_backup)
             y = losses.td_target(
-                batch["reward"].float(),
+                batch["reward"].float() * lc.reward_scale,
                 batch["terminal"].float(),
                 next_q,
                 next_log_prob[:, n:],
@@ -275,7 +275,7 @@ class Learner:
         q_rand, q_cur, q_next = q_all[:, :, 1:].split(n, dim=2)
         bound_rate = None
         if algo.calibrated:
-            mc = batch["mc_return"].float()
+            mc = batch["mc_return"].float() * lc.reward_scale  # returns of the scaled rewards
             q_cur, rate_cur = losses.calibrated_lower_bound(q_cur, mc)
             q_next, rate_next = losses.calibrated_lower_bound(q_next, mc)
             bound_rate = (0.5 * (rate_cur + rate_next)).detach()

@@ -155,3 +155,18 @@ def test_variables_load_into_the_inference_policy():
     other = cfg.replace(env=dataclasses.replace(cfg.env, image_size=48))
     with pytest.raises(ValueError, match=r"encoder\.proj\.weight"):
         InferencePolicy(other).load_variables(variables, 4)
+
+
+def test_rewards_and_returns_are_scaled_inside_the_update():
+    cfg = make_cfg(reward_scale=10.0)
+    learner = Learner(cfg, task_table=onehot())
+    batch = make_batch(cfg)
+    batch["reward"][:] = 1.0
+    batch["terminal"][:] = 1.0  # y = 10 * r, nothing bootstrapped
+    batch["mc_return"][:] = 0.05  # scaled to 0.5: above every fresh Q (|Q| < 0.5 at init)
+    _, metrics = learner.compute_losses(batch)
+    assert metrics["target_mean"].item() == pytest.approx(10.0)
+    assert metrics["calql_bound_rate"].item() == pytest.approx(1.0)
+    batch["mc_return"][:] = -0.05  # scaled to -0.5: below every fresh Q
+    _, metrics = learner.compute_losses(batch)
+    assert metrics["calql_bound_rate"].item() == pytest.approx(0.0)

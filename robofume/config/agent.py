@@ -98,6 +98,10 @@ class LearnerConfig:
     """Learning rate of the CQL Lagrange multiplier (when cql_lagrange is on)."""
     bc_loss: Literal["nll", "mse"] = "nll"
     """BC term: -log pi(a_data|s) (nll) or squared error of the deterministic action (mse)."""
+    reward_scale: float = 10.0
+    """Rewards and Monte-Carlo returns are multiplied by this inside the update (batches stay
+    in 0/1 units). Cal-QL's sparse-reward setting: the CQL term lifts Q of dataset actions by
+    about cql_alpha / 2 above its TD target, which must be small next to the returns."""
     target_data_fraction: float = 0.0
     """Offline batches: fraction drawn from target-task demos (0 = uniform over all data)."""
     channels_last: bool = True
