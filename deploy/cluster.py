@@ -28,23 +28,17 @@ WORKER_ENV = {
 }
 
 
-def use_token_auth() -> None:
-    """Token authentication for every Ray link we open (head, drivers, workers).
+def use_token_auth(cfg: DeployConfig) -> dict[str, str]:
+    """Token authentication with the run's own token for every Ray link we open.
 
-    Ray keeps the token in ``~/.ray/auth_token`` (created on first use); on a multi-node
-    cluster copy it to every node. Setting the mode explicitly keeps the head and the
-    drivers in agreement whether or not a token file existed before. Ray caches the mode
-    per process, so the cache is refreshed when Ray was imported already.
+    The token lives in the run directory (:mod:`robofume.ray_auth`), never in ``~/.ray``:
+    the head, its workers and every driver get it explicitly, so `up`, `down` and `status`
+    work the same on a machine that has never run Ray and on one with a token at home.
+    Returns the variables to hand to `ray start`; this process's Ray uses them already.
     """
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # raylet chatter on the console
-    if "ray" in sys.modules:
-        try:
-            from ray._raylet import Config
+    from robofume.ray_auth import use_run_token
 
-            Config.initialize("")
-        except (ImportError, AttributeError):  # another Ray version: the env var is enough
-            pass
+    return use_run_token(cfg)
 
 
 def _ray_bin() -> str:
@@ -88,10 +82,11 @@ def start_head(cfg: DeployConfig) -> bool:
         "--disable-usage-stats",
     ]
     log.info("ray: starting a local head (%d CPUs) on 127.0.0.1:%d", cpus, cfg.ray_port)
-    use_token_auth()
-    env = {**os.environ, **WORKER_ENV}
+    auth = use_token_auth(cfg)  # first: it also drops an inherited RAY_AUTH_TOKEN
+    env = {**os.environ, **WORKER_ENV, **auth}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
+        stop_head(cfg)  # what a failed `ray start` left running (GCS, raylet, dashboard)
         raise RuntimeError(f"`ray start` failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return True
 
@@ -102,7 +97,7 @@ def connect(cfg: DeployConfig) -> None:
 
     if ray.is_initialized():
         return
-    use_token_auth()
+    use_token_auth(cfg)
     ray.init(
         address=head_address(cfg),
         namespace=NAMESPACE,

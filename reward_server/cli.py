@@ -166,8 +166,10 @@ def _replicas(args: argparse.Namespace) -> int:
 
     from reward_server.ray_replicas import launch_replicas
     from robofume.cli import config_from_args
+    from robofume.ray_auth import use_run_token
 
     cfg = config_from_args(args)
+    use_run_token(cfg.deploy)  # the run's token, as `robofume up` gave the head
     ray.init(address=args.ray_address or cfg.deploy.ray_address, log_to_driver=False)
     checkpoint = args.checkpoint or default_checkpoint(cfg)
     replicas = launch_replicas(checkpoint, cfg, num_replicas=args.num, port=args.port)

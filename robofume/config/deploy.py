@@ -33,6 +33,10 @@ class DeployConfig:
     """Port of the Ray dashboard (bound to loopback)."""
     ray_num_cpus: int = 0
     """CPUs the local Ray head offers (0: all of this machine's)."""
+    ray_token_path: str = ""
+    """File holding the Ray cluster's auth token (empty: <run_dir>/ray/auth_token). Created
+    (mode 0600) when missing and handed to the head and every driver; ~/.ray is never used.
+    On a multi-node cluster every node needs the same file."""
     num_reward_replicas: int = 1
     """Reward server replicas."""
     num_actors: int = 1
