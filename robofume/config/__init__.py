@@ -95,8 +95,20 @@ def load_config(
     if overrides:
         data = parse_overrides(overrides) if isinstance(overrides, list) else overrides
         config = merge(config, data, "")
+    check_observation(config)
     register_config_tasks(config)
     return config
+
+
+def check_observation(config: ExperimentConfig) -> None:
+    """``env.observation`` and the network's proprio size must agree (4 pixels, 7 state)."""
+    want = 7 if config.env.observation == "state" else 4
+    if config.env.kind == "sim" and config.network.proprio_dim != want:
+        raise ConfigError(
+            f"env.observation {config.env.observation!r} gives {want}-d proprio but "
+            f"network.proprio_dim is {config.network.proprio_dim}; set --network.proprio_dim "
+            f"{want} (the sim-state preset does)"
+        )
 
 
 def register_config_tasks(config: ExperimentConfig) -> None:

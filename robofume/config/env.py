@@ -48,6 +48,11 @@ class EnvConfig:
     """`sim`: the project's MuJoCo tabletop; `widowx`: the real robot through Interbotix."""
     image_size: int = 100
     """Side of the square RGB camera image in pixels."""
+    observation: Literal["pixels", "state"] = "pixels"
+    """`pixels`: the policy sees the camera image and proprio (RoboFuME proper). `state`: the
+    policy also gets privileged simulator state (the task object's position appended to
+    proprio, 7 numbers) and no image encoder; a debugging and benchmarking mode that checks
+    the learner in minutes. The camera frame is still rendered (reward model, panels)."""
     control_hz: float = 5.0
     """Control frequency of end-effector delta actions."""
     action_dim: int = 4

@@ -2,7 +2,8 @@
 
 Observation: ``{"image": uint8 (S, S, 3), "proprio": float32 (4,)}`` with S = ``image_size``;
 proprio = end-effector position (x, y, z in metres, world frame) and gripper opening in [0, 1]
-(0 closed, 1 fully open).
+(0 closed, 1 fully open). With ``env.observation: state`` proprio has 7 entries: the task
+object's position (x, y, z in metres) follows (privileged state, for checking learners).
 
 Action (float, ``action_dim`` = 4): ``(dx, dy, dz, gripper)`` in [-1, 1], one per 0.2 s (5 Hz).
 The end-effector target moves by ``action[:3] * max_ee_step`` metres (clipped to the workspace
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 PROPRIO_DIM = 4
 """ee x, y, z (m) and gripper opening in [0, 1]."""
+STATE_DIM = PROPRIO_DIM + 3
+"""``env.observation: state``: proprio then the task object's position x, y, z (m)."""
 REST_SPEED = 0.05
 """An object slower than this (m/s) is at rest."""
 REST_HEIGHT = 0.03
@@ -121,12 +124,13 @@ class TabletopEnv(gym.Env):
         self._task = get_task(task)
         self._pending_seed = seed
         size = int(cfg.image_size)
+        self._proprio_dim = STATE_DIM if cfg.observation == "state" else PROPRIO_DIM
         self.observation_space = gym.spaces.Dict(
             {
                 "image": gym.spaces.Box(0, 255, (size, size, 3), np.uint8),
-                "proprio": gym.spaces.Box(
-                    np.array([-1, -1, -1, 0], np.float32),  # metres: beyond the arm's reach
-                    np.array([1, 1, 1, 1], np.float32),
+                "proprio": gym.spaces.Box(  # metres: beyond the arm's reach
+                    np.array([-1, -1, -1, 0] + [-1] * (self._proprio_dim - 4), np.float32),
+                    np.array([1, 1, 1, 1] + [1] * (self._proprio_dim - 4), np.float32),
                     dtype=np.float32,
                 ),
             }
@@ -416,9 +420,11 @@ class TabletopEnv(gym.Env):
         self._image = image
 
     def _obs(self) -> dict[str, np.ndarray]:
-        proprio = np.empty(PROPRIO_DIM, dtype=np.float32)
+        proprio = np.empty(self._proprio_dim, dtype=np.float32)
         proprio[:3] = self.ee_position()
         proprio[3] = self.gripper_opening()
+        if self._proprio_dim == STATE_DIM:  # privileged state: where the task's object is
+            proprio[4:] = self.object_position(self._task.obj)
         return {"image": self._image.copy(), "proprio": proprio}
 
     def _info(self) -> dict[str, Any]:
