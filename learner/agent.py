@@ -61,8 +61,7 @@ class Agent(PolicyModel):
     def __init__(self, cfg: ExperimentConfig, task_table: torch.Tensor):
         net = cfg.network
         super().__init__(net, cfg.env.image_size, cfg.env.action_dim, net.proprio_dim, task_table)
-        state_dim = net.feature_dim + task_table.shape[1] + net.proprio_dim
-        self.critic = EnsembleCritic(net, state_dim, cfg.env.action_dim)
+        self.critic = EnsembleCritic(net, self.state_dim, cfg.env.action_dim)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         init_alpha = max(cfg.learner.init_entropy_alpha, 1e-8)

@@ -33,6 +33,7 @@ class OfflineBuffer:
         seed: int = 0,
         target_fraction: float = 0.0,
         task_index: Callable[[str], int] | None = None,
+        terminal_on_success: bool = False,
     ):
         if not episodes:
             raise ValueError("OfflineBuffer needs at least one episode")
@@ -54,8 +55,10 @@ class OfflineBuffer:
             obs_index.append(offset + np.arange(t))
             actions.append(ep.actions)
             rewards.append(ep.rewards)
-            terminals.append(ep.terminals)
-            returns.append(mc_returns(ep.rewards, ep.terminals, discount))
+            # terminal_on_success: the online convention (an episode ends at its success)
+            done = ep.terminals | (ep.rewards > 0) if terminal_on_success else ep.terminals
+            terminals.append(done)
+            returns.append(mc_returns(ep.rewards, done, discount))
             tasks.append(np.full(t, task_index(ep.task), np.int64))
             is_target.append(np.full(t, ep.kind in TARGET_KINDS))
             offset += t + 1
@@ -85,6 +88,12 @@ class OfflineBuffer:
     def nbytes(self) -> int:
         tensors = (self.images, self.proprio, self.obs_index, self.actions, self.mc_returns)
         return sum(t.numel() * t.element_size() for t in tensors)
+
+    def proprio_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of every stored proprio frame (see ``networks.proprio_statistics``)."""
+        from robofume.networks import proprio_statistics
+
+        return proprio_statistics(self.proprio)
 
     def sample_indices(self, batch_size: int) -> torch.Tensor:
         """(B,) transition indices: uniform, with ``target_fraction`` of them from target demos."""

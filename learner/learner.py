@@ -28,7 +28,7 @@ from learner import losses
 from learner.agent import Agent, resolve_algorithm, resolve_device
 from robofume.config import ExperimentConfig
 from robofume.networks import (
-    policy_input,
+    NoEncoder,
     random_shift,
     sample_tanh_gaussian,
     tanh_gaussian_log_prob,
@@ -121,7 +121,7 @@ class Learner:
 
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
         net = self.cfg.network
-        if not net.augmentation:
+        if not net.augmentation or isinstance(self.agent.encoder, NoEncoder):
             return images
         return random_shift(images, net.shift_pad, self.generator)
 
@@ -137,12 +137,12 @@ class Learner:
         lc, algo, a = self.cfg.learner, self.algo, self.agent
         action = batch["action"].float()
         b, act_dim = action.shape
-        task_emb = a.task_table[batch["task"]]  # (B, D)
+        task = batch["task"]  # (B,) int64
         metrics: dict[str, torch.Tensor] = {}
         zero = torch.zeros((), device=self.device)
         with self._autocast():
             image = self._augment(batch["image"])
-            state = policy_input(self._encode(image), task_emb, batch["proprio"].float())
+            state = a.state(self._encode(image), task, batch["proprio"])  # (B, S)
             actor_state = state.detach() if algo.rl else state
             mean, log_std = self._policy(actor_state)  # (B, A) each
             pi_action, pi_log_prob = sample_tanh_gaussian(mean, log_std, self._noise(b, act_dim))
@@ -158,14 +158,20 @@ class Learner:
             else:
                 q_pi = torch.zeros((2, b), device=self.device)
             actor_total, actor_rl, bc_mean = losses.actor_loss(
-                q_pi, pi_log_prob, alpha, bc, algo.bc_weight, rl_weight=1.0 if algo.rl else 0.0
+                q_pi,
+                pi_log_prob,
+                alpha,
+                bc,
+                algo.bc_weight,
+                rl_weight=1.0 if algo.rl else 0.0,
+                normalize_q=algo.rl and lc.normalize_q,
             )
             alpha_total = losses.alpha_loss(a.log_alpha, pi_log_prob, self.target_entropy)
 
             critic_total = td_loss = cql_diff = bound_rate = mult_loss = None
             if algo.rl:
                 out = self._critic_losses(
-                    batch, state, task_emb, mean, log_std, action, alpha, lc.cql_n_actions
+                    batch, state, mean, log_std, action, alpha, lc.cql_n_actions
                 )
                 critic_total, td_loss, cql_diff, bound_rate, mult_loss, q_data, y = out
                 metrics["q_mean"] = q_data.mean().detach()
@@ -229,7 +235,7 @@ class Learner:
         self.num_updates += 1
         return metrics
 
-    def _critic_losses(self, batch, state, task_emb, mean, log_std, action, alpha, n):
+    def _critic_losses(self, batch, state, mean, log_std, action, alpha, n):
         """TD + (Cal-)CQL terms. Returns (critic loss, TD loss, cql diff (E,), bound rate,
         multiplier loss, Q of data actions (E, B), TD target (B,))."""
         lc, algo, a = self.cfg.learner, self.algo, self.agent
@@ -237,14 +243,14 @@ class Learner:
         n_backup = n if lc.max_target_backup else 1
         with torch.no_grad():
             next_image = self._augment(batch["next_image"])
-            next_proprio = batch["next_proprio"].float()
-            next_state = policy_input(self._encode(next_image), task_emb, next_proprio)
+            next_proprio, task = batch["next_proprio"], batch["task"]
+            next_state = a.state(self._encode(next_image), task, next_proprio)
             next_mean, next_log_std = self._policy(next_state)
             noise = self._noise(b, n + n_backup, act_dim)
             next_actions, next_log_prob = sample_tanh_gaussian(
                 next_mean[:, None], next_log_std[:, None], noise
             )  # (B, n + n_backup, A)
-            target_state = policy_input(self._encode_target(next_image), task_emb, next_proprio)
+            target_state = a.state(self._encode_target(next_image), task, next_proprio)
             next_q = self._target_critic(target_state, next_actions[:, n:])  # (E, B, n_backup)
             y = losses.td_target(
                 batch["reward"].float() * lc.reward_scale,

@@ -9,7 +9,9 @@ Q tensors are (E, B) for dataset actions and (E, B, N) for sampled actions; log-
     y        = r + gamma (1 - d) [ min_e Q'_e(s', a') - alpha log pi(a'|s') ]   (entropy optional)
     Q~       = Q - log mu(a_j)      (importance sampling: uniform, pi(.|s), pi(.|s'))
     Cal-QL:  Q~ for the two policy-action sets uses max(Q, G) with G the Monte-Carlo return.
-    L_actor  = mean_b [ alpha log pi(a~|s) - min_e Q_e(s, a~) ] + beta * mean_b [ -log pi(a|s) ]
+    L_actor  = mean_b [ alpha log pi(a~|s) - min_e Q_e(s, a~) ] / c + beta * mean_b [ BC ]
+    c        = mean_b |min_e Q_e(s, a~)| (no gradient) when q-normalised (TD3+BC), else 1
+    BC       = ||tanh(mu(s)) - a||^2 (mse, well defined at a = +-1) or -log pi(a|s) (nll)
     L_alpha  = - mean_b [ log alpha * (log pi(a~|s) + target_entropy) ]
 """
 
@@ -132,15 +134,21 @@ def actor_loss(
     bc: torch.Tensor | None = None,
     bc_weight: float = 0.0,
     rl_weight: float = 1.0,
+    normalize_q: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Policy loss; returns (total, rl part, bc part), all scalars.
 
     q_policy: (E, B) Q of the reparameterised policy action a~ ~ pi(.|s); log_prob: (B,)
     log pi(a~|s); bc: (B,) per-sample BC term (see ``bc_term``). total = rl_weight * mean(alpha
-    log pi - min_e Q) + bc_weight * mean(bc).
+    log pi - min_e Q) / c + bc_weight * mean(bc), with c = mean |min_e Q| (detached) when
+    ``normalize_q`` (TD3+BC's rule: the RL term stays of order one whatever the Q scale, so
+    the BC weight keeps its meaning as Q values grow during training), else c = 1.
     """
     alpha = alpha.detach() if isinstance(alpha, torch.Tensor) else alpha
-    rl = (alpha * log_prob - q_policy.min(dim=0).values).mean()
+    q_min = q_policy.min(dim=0).values  # (B,)
+    rl = (alpha * log_prob - q_min).mean()
+    if normalize_q:
+        rl = rl / q_min.abs().mean().detach().clamp_min(1e-6)
     bc_mean = bc.mean() if bc is not None else torch.zeros_like(rl)
     return rl_weight * rl + bc_weight * bc_mean, rl, bc_mean
 

@@ -141,6 +141,7 @@ class OnlineLearner:
                 self.learner.device,
                 seed=lc.seed + 1000,
                 target_fraction=lc.target_data_fraction,
+                terminal_on_success=lc.terminal_on_success,
             )
             if "sampler" in extra:
                 self.buffer.load_state_dict(extra["sampler"])

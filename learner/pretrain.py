@@ -111,8 +111,15 @@ def pretrain(
     torch.manual_seed(lc.seed)
     learner = Learner(cfg)
     buffer = OfflineBuffer(
-        episodes, lc.discount, learner.device, seed=lc.seed, target_fraction=lc.target_data_fraction
+        episodes,
+        lc.discount,
+        learner.device,
+        seed=lc.seed,
+        target_fraction=lc.target_data_fraction,
+        terminal_on_success=lc.terminal_on_success,
     )
+    if cfg.network.normalize_proprio:  # a resumed checkpoint restores the same statistics
+        learner.agent.set_proprio_statistics(*buffer.proprio_statistics())
     learner.batch_source = lambda: buffer.sample(lc.batch_size)
     ckpt_dir = out / "checkpoints"
     last_good = latest_checkpoint(ckpt_dir)

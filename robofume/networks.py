@@ -22,7 +22,7 @@ from torch import nn
 from robofume.config import NetworkConfig
 
 LOG_2 = math.log(2.0)
-POLICY_PREFIXES = ("encoder.", "policy.", "task_table")
+POLICY_PREFIXES = ("encoder.", "policy.", "task_table", "proprio_mean", "proprio_std")
 """State-dict entries of ``PolicyModel``: the variables actors load."""
 
 
@@ -82,6 +82,39 @@ class Encoder(nn.Module):
         x = self.convs(x)
         x = x.permute(0, 2, 3, 1).flatten(1)  # HWC order: independent of the memory format
         return torch.tanh(self.proj_norm(self.proj(x)))
+
+
+class NoEncoder(nn.Module):
+    """``network.encoder: none``: no image features, (B, H, W, 3) -> (B, 0)."""
+
+    feature_dim = 0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.new_zeros((images.shape[0], 0), dtype=torch.float32)
+
+
+def make_encoder(cfg: NetworkConfig, image_size: int) -> nn.Module:
+    """The image encoder named by ``cfg.encoder``."""
+    if cfg.encoder == "none":
+        return NoEncoder()
+    if cfg.encoder == "cnn":
+        return Encoder(cfg, image_size)
+    raise ValueError(f"unknown network.encoder {cfg.encoder!r} (cnn or none)")
+
+
+def feature_dim(cfg: NetworkConfig) -> int:
+    """Size of the encoder's output for ``cfg``."""
+    return 0 if cfg.encoder == "none" else cfg.feature_dim
+
+
+def proprio_statistics(proprio: torch.Tensor, min_std: float = 1e-2) -> tuple:
+    """(mean (P,), std (P,)) of proprio rows (N, P), std floored at ``min_std``.
+
+    The floor keeps a nearly constant coordinate (an object's height at rest) from being
+    blown up when it does change.
+    """
+    proprio = proprio.double()
+    return proprio.mean(0).float(), proprio.std(0).clamp_min(min_std).float()
 
 
 def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
@@ -235,14 +268,27 @@ class PolicyModel(nn.Module):
         task_table: torch.Tensor,
     ):
         super().__init__()
-        self.encoder = Encoder(net, image_size)
+        self.encoder = make_encoder(net, image_size)
         self.register_buffer("task_table", task_table.float().clone())
-        state_dim = net.feature_dim + task_table.shape[1] + proprio_dim
-        self.policy = Policy(net, state_dim, action_dim)
+        self.register_buffer("proprio_mean", torch.zeros(proprio_dim))
+        self.register_buffer("proprio_std", torch.ones(proprio_dim))
+        self.state_dim = feature_dim(net) + task_table.shape[1] + proprio_dim
+        self.policy = Policy(net, self.state_dim, action_dim)
+
+    def set_proprio_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Standardise proprio with these statistics from now on (saved with the weights)."""
+        self.proprio_mean.copy_(mean)
+        self.proprio_std.copy_(std)
+
+    def state(
+        self, features: torch.Tensor, task: torch.Tensor, proprio: torch.Tensor
+    ) -> torch.Tensor:
+        """``policy_input`` of image features, int64 task ids and standardised proprio."""
+        proprio = (proprio.float() - self.proprio_mean) / self.proprio_std
+        return policy_input(features, self.task_table[task], proprio)
 
     def distribution(
         self, images: torch.Tensor, proprio: torch.Tensor, task: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, log_std) of the pre-tanh Gaussian for uint8 images and int64 task ids."""
-        state = policy_input(self.encoder(images), self.task_table[task], proprio)
-        return self.policy(state)
+        return self.policy(self.state(self.encoder(images), task, proprio))

@@ -10,6 +10,9 @@ from typing import Literal
 class NetworkConfig:
     """The language-conditioned image policy and the twin critic."""
 
+    encoder: Literal["cnn", "none"] = "cnn"
+    """`cnn`: the paper's image encoder. `none`: no image features (``env.observation: state``,
+    where proprio carries the privileged state)."""
     encoder_channels: int = 32
     """Filters of each of the 4 conv layers."""
     encoder_strides: tuple[int, ...] = (2, 1, 1, 1)
@@ -29,7 +32,12 @@ class NetworkConfig:
     log_std_max: float = 2.0
     """Upper clamp of the policy's log std."""
     proprio_dim: int = 4
-    """Size of the proprio vector (end-effector xyz + gripper opening)."""
+    """Size of the proprio vector (end-effector xyz + gripper opening; 7 with the object's
+    position in ``env.observation: state``)."""
+    normalize_proprio: bool = True
+    """Standardise proprio with the offline data's mean and std (stored with the weights, so
+    actors apply the same statistics). Raw proprio is in metres (std 4-10 cm) next to unit-scale
+    language features, and the networks then barely use it."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,11 @@ class LearnerConfig:
     calibrated: bool = True
     """Cal-QL: lower-bound policy-action Q values by the Monte-Carlo return."""
     bc_weight: float = 1.0
-    """Weight of the behaviour-cloning term in the actor loss."""
+    """Weight of the behaviour-cloning term in the actor loss (relative to the RL term, which
+    is divided by the batch's mean |Q| when ``normalize_q`` is on)."""
+    normalize_q: bool = True
+    """Divide the RL part of the actor loss by the batch's mean |Q| (TD3+BC), so RL and BC keep
+    a similar scale throughout training as the paper asks, whatever ``reward_scale`` is."""
     init_entropy_alpha: float = 0.1
     """Initial entropy temperature (auto-tuned to target entropy -|A|)."""
     steps: int = 50_000
@@ -96,12 +108,18 @@ class LearnerConfig:
     """Importance-sample the CQL log-sum-exp (subtract each proposal's log-density)."""
     cql_lagrange_lr: float = 3e-4
     """Learning rate of the CQL Lagrange multiplier (when cql_lagrange is on)."""
-    bc_loss: Literal["nll", "mse"] = "nll"
-    """BC term: -log pi(a_data|s) (nll) or squared error of the deterministic action (mse)."""
+    bc_loss: Literal["nll", "mse"] = "mse"
+    """BC term: squared error of the deterministic action tanh(mu) (mse), or -log pi(a_data|s)
+    (nll). nll is ill-defined for demo actions clipped to +-1 (atanh diverges there): the
+    policy then covers those with a wide std instead of learning the mean."""
     reward_scale: float = 10.0
     """Rewards and Monte-Carlo returns are multiplied by this inside the update (batches stay
     in 0/1 units). Cal-QL's sparse-reward setting: the CQL term lifts Q of dataset actions by
     about cql_alpha / 2 above its TD target, which must be small next to the returns."""
+    terminal_on_success: bool = True
+    """Offline episodes end at their first success frame, as online episodes do at the first
+    predicted success: every transition into a success frame has reward 1 and is terminal, so
+    demo "hold" steps do not inflate offline returns next to online ones."""
     target_data_fraction: float = 0.0
     """Offline batches: fraction drawn from target-task demos (0 = uniform over all data)."""
     channels_last: bool = True
