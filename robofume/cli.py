@@ -2,7 +2,9 @@
 
 Every area module exposes ``register(subparsers)``; handlers import heavy dependencies
 (torch, TensorFlow, MuJoCo) lazily so ``robofume --help`` stays fast. Config overrides are
-the unknown ``--section.field VALUE`` arguments.
+``--section.field VALUE`` arguments: every config-driven subcommand declares one per config
+field (generated from the config dataclasses and their field docstrings, so ``--help`` lists
+them with their defaults), and they reach :func:`config_from_args` as ``args.overrides``.
 """
 
 from __future__ import annotations
@@ -30,16 +32,78 @@ AREAS = (
 )
 
 
+# Subcommands that take config overrides without --preset (they start from a checkpoint's
+# config), so add_config_args does not give them their override flags.
+OVERRIDES_WITHOUT_PRESET = ("evaluate",)
+
+OVERRIDE_DEST = "override:"
+"""Namespace attributes of declared overrides are ``override:<section.field>``."""
+
+
+class ConfigHelpFormatter(argparse.HelpFormatter):
+    """Keeps the usage line short: the config fields appear in their own help groups."""
+
+    def _format_usage(self, usage, actions, groups, prefix):  # type: ignore[no-untyped-def]
+        kept = [a for a in actions if not a.dest.startswith(OVERRIDE_DEST)]
+        text = super()._format_usage(usage, kept, groups, prefix)
+        if usage is None and len(kept) < len(actions):
+            text = text.rstrip("\n") + " [--section.field VALUE ...]\n\n"
+        return text
+
+
 def add_config_args(
     parser: argparse.ArgumentParser, default_preset: str | None = "sim-cpu"
 ) -> None:
-    """The flags every config-driven subcommand takes (overrides are parsed separately)."""
+    """The flags every config-driven subcommand takes: --preset, --config_path, overrides."""
     parser.add_argument(
         "--preset",
         default=default_preset,
         help="preset name in deploy/configs (default: %(default)s)",
     )
     parser.add_argument("--config_path", default=None, help="YAML file applied after the preset")
+    add_config_fields(parser)
+
+
+def add_config_fields(parser: argparse.ArgumentParser) -> None:
+    """One ``--section.field VALUE`` flag per config field, grouped by section, for --help.
+
+    The help text is the field's docstring and its schema default; the values are parsed
+    like any override (YAML scalars, ``a,b`` or ``[a, b]`` lists) by :func:`config_from_args`.
+    """
+    from robofume.config.fields import (
+        class_doc,
+        experiment_fields,
+        format_default,
+        section_classes,
+        type_name,
+    )
+
+    parser.formatter_class = ConfigHelpFormatter
+    parser.add_argument_group(
+        "config overrides (--section.field VALUE)",
+        "Any field of the config sections below, applied after --preset and --config_path."
+        " The defaults shown are the schema's; a preset (deploy/configs/<name>.yaml) may set"
+        " others. Lists: a,b or [a, b]. A value starting with '-' needs the"
+        " --section.field=VALUE form.",
+    )
+    sections = section_classes(ExperimentConfig)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for field in experiment_fields():
+        if not field.section:  # top-level name/seed: not overridable (--seed is a flag of some)
+            continue
+        group = groups.get(field.section)
+        if group is None:
+            about = class_doc(sections[field.section])
+            title = f"config section {field.section}"
+            group = groups[field.section] = parser.add_argument_group(title, about)
+        text = f"{field.doc} (default: {format_default(field.default)})"
+        group.add_argument(
+            f"--{field.path}",
+            dest=OVERRIDE_DEST + field.path,
+            metavar=type_name(field.type),
+            default=argparse.SUPPRESS,
+            help=text.replace("%", "%%"),
+        )
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -60,17 +124,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in AREAS:
         importlib.import_module(module).register(sub)
+    for name in OVERRIDES_WITHOUT_PRESET:
+        add_config_fields(sub.choices[name])
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (under Reverb) is chatty
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; ``args.overrides`` holds the config overrides in order given."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     bad = [a for a in unknown if a.startswith("--") and "." not in a.split("=")[0]]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
-    args.overrides = unknown
+    declared = []
+    for key in [k for k in vars(args) if k.startswith(OVERRIDE_DEST)]:
+        declared += [f"--{key[len(OVERRIDE_DEST) :]}", getattr(args, key)]
+        delattr(args, key)
+    # unknown dotted flags (a misspelt field) stay overrides: load_config names the known ones
+    args.overrides = declared + unknown
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (under Reverb) is chatty
+    args = parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     handler: Callable[[argparse.Namespace], int | None] = args.handler
     try:
