@@ -53,6 +53,8 @@ class Segment:
     """time.monotonic() when the segment was closed (0 while open)."""
     pieces_delivered: int = 0
     """Pieces already written to replay (so a retry never writes one twice)."""
+    success_frames: int = 1
+    """Consecutive frames labelled success that count as one success (``actor.success_frames``)."""
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -84,23 +86,43 @@ class Segment:
         return [i for i, d in enumerate(self.decisions) if np.isnan(d)]
 
     def first_success(self) -> int | None:
-        """Index of the first step labelled success so far, if any."""
-        for i, d in enumerate(self.decisions):
-            if d == 1.0:
-                return i
-        return None
+        """Index of the first step where the success rule fired so far, if any."""
+        fired = np.flatnonzero(success_steps(np.asarray(self.decisions), self.success_frames))
+        return int(fired[0]) if len(fired) else None
 
 
-def split_points(decisions: np.ndarray) -> list[tuple[int, int, bool]]:
-    """Pieces ``(start, stop, terminal)`` of a fully labelled segment, split after each success.
+def success_steps(decisions: np.ndarray, frames: int = 1) -> np.ndarray:
+    """bool (T,): where the success rule fires, after ``frames`` consecutive success labels.
+
+    One false-positive frame then ends nothing; the run count restarts after each firing
+    (and at an unknown, NaN, label).
+
+    >>> success_steps(np.array([1., 0., 1., 1., 1., 1.]), 2).astype(int).tolist()
+    [0, 0, 0, 1, 0, 1]
+    """
+    if frames < 1:
+        raise ValueError(f"success_frames must be >= 1, got {frames}")
+    fired = np.zeros(len(decisions), dtype=bool)
+    run = 0
+    for i, d in enumerate(decisions):
+        run = run + 1 if d == 1.0 else 0
+        if run == frames:
+            fired[i] = True
+            run = 0
+    return fired
+
+
+def split_points(decisions: np.ndarray, frames: int = 1) -> list[tuple[int, int, bool]]:
+    """Pieces ``(start, stop, terminal)`` of a fully labelled segment, split after each step
+    where the success rule fires (``frames`` consecutive success labels).
 
     >>> split_points(np.array([0., 1., 1., 0.]))
     [(0, 2, True), (2, 3, True), (3, 4, False)]
     """
     pieces: list[tuple[int, int, bool]] = []
     start = 0
-    for i, d in enumerate(decisions):
-        if d == 1.0:
+    for i, fired in enumerate(success_steps(decisions, frames)):
+        if fired:
             pieces.append((start, i + 1, True))
             start = i + 1
     if start < len(decisions):
@@ -111,8 +133,9 @@ def split_points(decisions: np.ndarray) -> list[tuple[int, int, bool]]:
 def finalize(segment: Segment, discount: float, kind: str = "online") -> list[Episode]:
     """Turn a fully labelled segment into episodes with rewards, terminals and MC returns.
 
-    Rewards are the reward model's decisions (sparse r_t = 1 when obs t+1 is judged a
-    success); ground-truth success is kept in ``success`` for evaluation only.
+    Rewards follow the success rule on the reward model's decisions (sparse r_t = 1 where
+    ``segment.success_frames`` consecutive frames up to obs t+1 were judged a success);
+    ground-truth success is kept in ``success`` for evaluation only.
     """
     if segment.missing():
         raise ValueError(
@@ -126,8 +149,9 @@ def finalize(segment: Segment, discount: float, kind: str = "online") -> list[Ep
     probs = np.asarray(segment.probs, dtype=np.float32)
     gt = np.asarray(segment.gt_success, dtype=bool)
     episodes = []
-    for n, (a, b, terminal) in enumerate(split_points(decisions)):
-        rewards = decisions[a:b].copy()
+    fired = success_steps(decisions, segment.success_frames).astype(np.float32)
+    for n, (a, b, terminal) in enumerate(split_points(decisions, segment.success_frames)):
+        rewards = fired[a:b].copy()
         terminals = np.zeros(b - a, dtype=bool)
         terminals[-1] = terminal
         meta = dict(segment.meta)
@@ -178,6 +202,7 @@ def save_segment(segment: Segment, path: Path) -> Path:
         "meta": segment.meta,
         "close_reason": segment.close_reason,
         "pieces_delivered": segment.pieces_delivered,
+        "success_frames": segment.success_frames,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -220,4 +245,5 @@ def load_segment(path: Path) -> Segment:
         close_reason=header.get("close_reason", ""),
         closed_at=0.0,
         pieces_delivered=int(header.get("pieces_delivered", 0)),
+        success_frames=int(header.get("success_frames", 1)),
     )

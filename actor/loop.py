@@ -45,11 +45,13 @@ class Actor:
         *,
         ground_truth_reward: bool = False,
         meta: dict[str, Any] | None = None,
+        success_frames: int = 1,
     ):
         self.policy = policy
         self.tracker = tracker
         self.puller = puller
         self.ground_truth_reward = ground_truth_reward
+        self.success_frames = success_frames
         self.meta = dict(meta or {})
         self.segment: Segment | None = None
         self.next_step_id = 0
@@ -69,6 +71,7 @@ class Actor:
             images=[np.asarray(observation["image"], np.uint8)],
             proprio=[np.asarray(observation["proprio"], np.float32)],
             meta={**self.meta, "policy_version": int(self.policy.version)},
+            success_frames=1 if self.ground_truth_reward else self.success_frames,
         )
         self.next_seq += 1
         self._index = {}

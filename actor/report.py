@@ -41,6 +41,7 @@ class Reporter:
         self._confusion = np.zeros(4, dtype=np.int64)  # fp, negatives, fn, positives
         self.episodes_delivered: dict[str, int] = {}
         self.gt_success: dict[str, list[int]] = {}
+        self.false_successes = [0, 0]  # episodes ended on a false success, episodes judged
         self._writer: Any = None
         self._last: dict[str, Any] | None = None
         self._stop = threading.Event()
@@ -74,6 +75,8 @@ class Reporter:
             gt = np.asarray(seg.gt_success, bool)
             pred = np.asarray(seg.decisions) == 1.0
             event["gt_success"] = bool(gt.any())
+            # ended on a predicted success that the simulator does not confirm at that frame
+            event["false_success"] = bool(main.terminals[-1]) and not bool(gt[len(main) - 1])
             self._confusion += [
                 int((pred & ~gt).sum()),
                 int((~gt).sum()),
@@ -114,6 +117,9 @@ class Reporter:
                 writer.add_scalar(M.per_task(M.EPISODE_LENGTH, task), ev["length"], ev["step"])
                 writer.add_scalar(M.EPISODE_RETURN, ev["return"], ev["step"])
                 writer.add_scalar(M.EPISODE_LENGTH, ev["length"], ev["step"])
+            if "false_success" in ev:
+                self.false_successes[0] += int(ev["false_success"])
+                self.false_successes[1] += 1
             if "gt_success" in ev:
                 recent = self._recent.setdefault(task, deque(maxlen=20))
                 recent.append(float(ev["gt_success"]))
@@ -127,6 +133,11 @@ class Reporter:
             "false_positive_rate": fp / neg if neg else None,
             "false_negative_rate": fn / pos if pos else None,
             "transitions": neg + pos,
+            "false_success_episode_fraction": (
+                self.false_successes[0] / self.false_successes[1]
+                if self.false_successes[1]
+                else None
+            ),
         }
         snap["episodes_delivered"] = dict(self.episodes_delivered)
         snap["ground_truth_success"] = {
@@ -144,6 +155,9 @@ class Reporter:
                 M.ACTOR_PENDING_EPISODES: snap.get("pending_episodes"),
                 M.REWARD_FALSE_POSITIVE_RATE: snap["reward_model"]["false_positive_rate"],
                 M.REWARD_FALSE_NEGATIVE_RATE: snap["reward_model"]["false_negative_rate"],
+                M.REWARD_FALSE_SUCCESS_EPISODES: snap["reward_model"][
+                    "false_success_episode_fraction"
+                ],
             }
             for tag, value in scalars.items():
                 if value is not None:

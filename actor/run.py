@@ -122,6 +122,7 @@ def run_actor(
         None,
         puller,
         ground_truth_reward=a.use_ground_truth_reward,
+        success_frames=a.success_frames,
         meta={"actor_id": actor_id, "config_hash": cfg.hash},
     )
     tracker = None

@@ -6,13 +6,22 @@ from __future__ import annotations
 import io
 import os
 import signal
+import tempfile
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from actor.control import Commands, install_signal_handler, start_keyboard
-from actor.episodes import Segment, finalize, load_segment, save_segment, split_points
+from actor.episodes import (
+    Segment,
+    finalize,
+    load_segment,
+    save_segment,
+    split_points,
+    success_steps,
+)
 from actor.scheduler import TickScheduler
 
 
@@ -48,6 +57,27 @@ def test_split_points_cut_after_every_success():
         (2, 3, True),
         (3, 4, False),
     ]
+
+
+def test_success_rule_needs_consecutive_frames():
+    d = np.array([1.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    assert success_steps(d, 1).tolist() == [True, False, True, True, True, True]
+    assert success_steps(d, 2).tolist() == [False, False, False, True, False, True]
+    assert success_steps(np.array([1.0, np.nan, 1.0]), 2).tolist() == [False, False, False]
+    assert split_points(d, 2) == [(0, 4, True), (4, 6, True)]
+    with pytest.raises(ValueError, match="success_frames"):
+        success_steps(d, 0)
+
+
+def test_a_single_false_positive_frame_ends_nothing_with_two_frames():
+    seg = segment([0, 1, 0, 0, 1, 1, 0])
+    seg.success_frames = 2
+    assert seg.first_success() == 5
+    main, tail = finalize(seg, discount=0.9)
+    assert main.rewards.tolist() == [0, 0, 0, 0, 0, 1]
+    assert main.terminals[-1] and not tail.terminals[-1] and tail.rewards.tolist() == [0]
+    path = save_segment(seg, Path(tempfile.mkdtemp()) / "s.npz")
+    assert load_segment(path).success_frames == 2
 
 
 def test_finalize_hand_checked_returns_and_tails():

@@ -23,6 +23,7 @@ from actor_support import (
     with_addresses,
 )
 
+from actor.episodes import success_steps
 from actor.run import run_actor
 from robofume import metrics as M
 from robofume.data import mc_returns
@@ -64,7 +65,8 @@ def check_episode(ep, cfg, model) -> None:
     question = model.question_for(ep.task)
     local = model.score(ep.images[1:], [question] * len(ep))
     np.testing.assert_allclose(ep.labels, local, atol=1e-4, err_msg=f"labels of {ep.meta}")
-    assert np.array_equal(ep.rewards, model.decide(ep.labels).astype(np.float32))
+    fired = success_steps(model.decide(ep.labels).astype(np.float32), cfg.actor.success_frames)
+    assert np.array_equal(ep.rewards, fired.astype(np.float32))
     assert ep.rewards[:-1].sum() == 0, "an episode ends at its first success"
     assert ep.terminals.tolist() == [False] * (len(ep) - 1) + [bool(ep.rewards[-1])]
     expected = mc_returns(ep.rewards, ep.terminals, cfg.learner.discount)

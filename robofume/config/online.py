@@ -60,6 +60,10 @@ class ActorConfig:
     (one 150-step episode of 100 px frames is ~4.5 MB)."""
     spill_dir: str = ""
     """Where undelivered episodes are spilled (empty: <run_dir>/spill)."""
+    success_frames: int = 2
+    """Consecutive frames the reward model must call a success before the episode ends on
+    success (and earns its reward). 1 ends on any single positive frame, which the policy
+    learns to exploit; 2-3 survive an isolated false positive."""
     use_ground_truth_reward: bool = False
     """Simulation ablation: end episodes on true success instead of the reward model."""
     seed: int = 0
