@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-seed", type=int, default=20_000_000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/out/offline_learning")
+    parser.add_argument(
+        "--plot", default=None, help="bar plot of final success (default: benchmarks/<preset>.png)"
+    )
     parser.add_argument("overrides", nargs="*", help="--section.field=VALUE config overrides")
     args, unknown = parser.parse_known_args(argv)
 
@@ -119,6 +122,47 @@ def main(argv: list[str] | None = None) -> None:
             results.append(run_one(cfg, data_dir, out, args.episodes, args.eval_seed))
             log.info("%s seed %d: mean success %.2f", algo, seed, results[-1]["mean_success_rate"])
     print(table(results))
+    records = learning_records(base, results, args, argv)
+    from benchmarks.learning_records import plot_final_success, save_records
+
+    save_records(records)
+    plot = Path(args.plot or f"benchmarks/offline_{base.name}.png")
+    title = f"offline, {base.name} ({base.env.observation}), {records[0]['updates']} updates"
+    plot_final_success(records, plot, title)
+    log.info("%d records -> benchmarks/results/learning.json, plot %s", len(records), plot)
+
+
+def learning_records(cfg, results: list[dict], args, argv: list[str] | None) -> list[dict]:
+    """One ``learning.json`` record per (run, task)."""
+    import datetime
+    import sys
+
+    from benchmarks.common import machine
+
+    command = "python -m benchmarks.offline_learning " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    return [
+        {
+            "obs": cfg.env.observation,
+            "phase": "offline",
+            "algorithm": r["algorithm"],
+            "reward": "ground_truth",
+            "seed": r["seed"],
+            "updates": r["steps"],
+            "env_steps": 0,
+            "start_success": None,
+            "final_success": v["success_rate"],
+            "task": task,
+            "episodes": v["episodes"],
+            "preset": cfg.name,
+            "command": command,
+            "machine": machine(load=False),
+            "date": datetime.date.today().isoformat(),
+        }
+        for r in results
+        for task, v in r["tasks"].items()
+    ]
 
 
 if __name__ == "__main__":
