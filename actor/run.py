@@ -27,6 +27,7 @@ from actor.report import Reporter, window_rate
 from actor.scheduler import TickScheduler
 from actor.weights import Policy, WeightsPuller, WeightsSource
 from robofume.config import ExperimentConfig
+from robofume.threads import size_threads
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,7 @@ def run_actor(
     stop_event = stop_event or threading.Event()
     own_env = env is None
     env = make_actor_env(cfg, seed) if own_env else env  # first: the likeliest to fail (robot)
-    if a.policy_threads > 0:
-        import torch
-
-        torch.set_num_threads(a.policy_threads)
+    size_threads(cfg, "actor")  # actor.policy_threads, else the actor's share of the cores
     if policy is None:
         from robofume.policy import InferencePolicy
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import time
@@ -46,7 +47,9 @@ def start_reward(cfg: ExperimentConfig) -> list[str]:
     """Named, detached reward replicas (one per GPU when GPUs are configured)."""
     from reward_server.ray_replicas import RewardReplica
     from robofume.config.base import to_dict
+    from robofume.threads import thread_share
 
+    reward_cfg = dataclasses.replace(cfg.reward, torch_threads=thread_share(cfg, "reward"))
     checkpoint = str(run_paths(cfg)["reward"].resolve())
     remote = ray.remote(RewardReplica)
     handles = []
@@ -62,7 +65,7 @@ def start_reward(cfg: ExperimentConfig) -> list[str]:
                 max_concurrency=4,
             ).remote(
                 checkpoint,
-                to_dict(cfg.reward),
+                to_dict(reward_cfg),
                 cfg.deploy.bind_host,
                 cfg.deploy.reward_port + i,
                 cfg.deploy.token,
@@ -79,7 +82,11 @@ def start_reward(cfg: ExperimentConfig) -> list[str]:
 
 def start_learner(cfg: ExperimentConfig) -> Any:
     handle = services.launch(
-        "learner", "deploy.entry:run_learner", config_dict(cfg), num_gpus=cfg.deploy.learner_gpus
+        "learner",
+        "deploy.entry:run_learner",
+        config_dict(cfg),
+        num_gpus=cfg.deploy.learner_gpus,
+        role="learner",
     )
     _check_alive(handle, "learner")
     log.info("learner: started (run dir %s)", run_paths(cfg)["online"])
@@ -91,7 +98,11 @@ def start_actors(cfg: ExperimentConfig) -> list[Any]:
     for i in range(cfg.deploy.num_actors):
         handles.append(
             services.launch(
-                f"actor_{i}", "deploy.entry:run_sim_actor", config_dict(cfg), kwargs={"actor_id": i}
+                f"actor_{i}",
+                "deploy.entry:run_sim_actor",
+                config_dict(cfg),
+                kwargs={"actor_id": i},
+                role="actor",
             )
         )
     for i, handle in enumerate(handles):

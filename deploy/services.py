@@ -23,9 +23,20 @@ log = logging.getLogger(__name__)
 
 @ray.remote(max_restarts=3, max_task_retries=0)
 class ComponentService:
-    """Runs ``module:function(config, stop_event, **kwargs)`` on a thread; reports its state."""
+    """Runs ``module:function(config, stop_event, **kwargs)`` on a thread; reports its state.
 
-    def __init__(self, name: str, target: str, config_dict: dict, kwargs: dict[str, Any]):
+    ``role`` (``learner``, ``actor``...) sizes the process's torch threads to its share of
+    the node's cores (:mod:`robofume.threads`) before the component starts; None leaves them.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        target: str,
+        config_dict: dict,
+        kwargs: dict[str, Any],
+        role: str | None = None,
+    ):
         from robofume.config import ExperimentConfig
         from robofume.config.base import from_dict
         from robofume.logs import setup_logging
@@ -34,6 +45,11 @@ class ComponentService:
         self.name = name
         self.target = target
         self.config = from_dict(ExperimentConfig, config_dict)
+        self.threads = None
+        if role is not None:
+            from robofume.threads import size_threads
+
+            self.threads = size_threads(self.config, role)  # type: ignore[arg-type]
         self.kwargs = kwargs
         self.stop_event = threading.Event()
         self.error: str | None = None
@@ -60,6 +76,7 @@ class ComponentService:
             "state": "running" if alive else ("crashed" if self.error else "finished"),
             "error": self.error,
             "uptime_s": time.time() - self.started,
+            "threads": self.threads,
         }
 
     def stop(self, timeout_s: float = 30.0) -> dict[str, Any]:
@@ -77,15 +94,16 @@ def launch(
     num_cpus: float = 0.0,
     num_gpus: float = 0.0,
     kwargs: dict[str, Any] | None = None,
+    role: str | None = None,
 ) -> ray.actor.ActorHandle:
-    """Start (or find) the named detached service."""
+    """Start (or find) the named detached service; ``role`` sizes its threads."""
     return ComponentService.options(
         name=name,
         lifetime="detached",
         get_if_exists=True,
         num_cpus=num_cpus,
         num_gpus=num_gpus,
-    ).remote(name, target, config_dict, kwargs or {})
+    ).remote(name, target, config_dict, kwargs or {}, role)
 
 
 def find(name: str) -> ray.actor.ActorHandle | None:

@@ -156,6 +156,9 @@ def launch_replicas(
     restarts = (2 if base else 0) if max_restarts is None else max_restarts
     device = "cuda" if gpus > 0 else cfg.reward.device
     checkpoint = str(Path(checkpoint).resolve())
+    from robofume.threads import thread_share
+
+    reward_cfg = dataclasses.replace(cfg.reward, torch_threads=thread_share(cfg, "reward"))
     remote = ray.remote(RewardReplica).options(
         num_cpus=cfg.reward.replica_cpus,
         num_gpus=gpus,
@@ -166,7 +169,7 @@ def launch_replicas(
     actors = [
         remote.remote(
             checkpoint,
-            to_dict(cfg.reward),
+            to_dict(reward_cfg),
             host,
             base + i if base else 0,
             cfg.deploy.token,

@@ -36,6 +36,18 @@ AREAS = (
 # config), so add_config_args does not give them their override flags.
 OVERRIDES_WITHOUT_PRESET = ("evaluate",)
 
+THREAD_ROLES = {
+    "pretrain": "alone",
+    "evaluate": "alone",
+    "reward finetune": "alone",
+    "reward evaluate": "alone",
+    "generate": "generate",
+    "learner": "learner",
+    "reward serve": "reward",
+}
+"""Commands whose process sizes its torch threads (robofume.threads) before the handler runs;
+the actor sizes its own in ``run_actor``, the cluster's services in ``deploy.services``."""
+
 OVERRIDE_DEST = "override:"
 """Namespace attributes of declared overrides are ``override:<section.field>``."""
 
@@ -145,10 +157,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def size_command_threads(args: argparse.Namespace) -> int | None:
+    """Size this process's threads for the command (:data:`THREAD_ROLES`); returns them."""
+    sub = getattr(args, f"{args.command}_command", None)
+    role = THREAD_ROLES.get(f"{args.command} {sub}" if sub else args.command)
+    if role is None:
+        return None
+    try:
+        cfg = config_from_args(args)
+    except (ConfigError, ValueError):  # the handler reports it
+        return None
+    from robofume.threads import size_threads
+
+    return size_threads(cfg, role)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (under Reverb) is chatty
     args = parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    size_command_threads(args)
     handler: Callable[[argparse.Namespace], int | None] = args.handler
     try:
         return int(handler(args) or 0)

@@ -117,6 +117,16 @@ def test_learner_updated_and_actor_followed_its_weights(cluster):
     assert report["replay"]["inserts"] >= ACTOR_STEPS - 40  # the tail may be a open episode
 
 
+def test_services_sized_their_threads_to_their_share(cluster):
+    from robofume.config import load_config
+    from robofume.threads import thread_share
+
+    cfg = load_config("smoke", overrides=cluster["overrides"][2:])
+    services = cluster["report"]["services"]
+    assert services["learner"]["threads"] == thread_share(cfg, "learner")
+    assert services["actor_0"]["threads"] == thread_share(cfg, "actor")
+
+
 def _filler_episode(cfg, steps: int):
     """A failed episode of blank frames: inserting it lets the rate limiter allow samples."""
     from robofume.types import Episode

@@ -45,6 +45,12 @@ class DeployConfig:
     """GPUs per reward replica."""
     learner_gpus: float = 0.0
     """GPUs for the learner."""
+    torch_threads: int = 0
+    """torch/OpenMP threads of every robofume process (0: each its share of the cores; see
+    robofume/threads.py): components `up` runs side by side (learner, actors, reward replicas)
+    max(1, cores // their number), steps that run alone (pretrain, reward finetune, evaluate)
+    all cores, each generation worker cores // data.workers. actor.policy_threads and
+    reward.torch_threads, when set, win for their process."""
     token: str = ""
     """Shared token required on cross-machine links (empty: no check, loopback only)."""
     tls_cert: str = ""

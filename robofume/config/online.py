@@ -49,8 +49,9 @@ class ActorConfig:
     policy_device: str = "cpu"
     """Where the actor runs the policy."""
     policy_threads: int = 1
-    """CPU threads for the policy (torch.set_num_threads; 0 leaves torch's default). One
-    image per tick gains nothing from more, and spare threads only add tick jitter."""
+    """CPU threads for the policy (torch.set_num_threads; 0: the actor's share of the cores,
+    robofume/threads.py). One image per tick gains nothing from more, and spare threads only
+    add tick jitter."""
     weights_poll_s: float = 1.0
     """How often the background thread checks for newer policy weights."""
     reward_deadline_s: float = 2.0

@@ -92,7 +92,8 @@ class RewardConfig:
     executor_threads: int = 1
     """Server: threads running the model (one keeps batches serial on a small CPU)."""
     torch_threads: int = 0
-    """Server: torch intra-op threads of a replica (0: leave torch's default)."""
+    """Server: torch intra-op threads of a replica (0: its share of the cores next to the
+    learner and actors, robofume/threads.py)."""
     replica_cpus: float = 1.0
     """Ray: CPUs reserved per reward replica actor."""
     client_timeout_s: float = 10.0
