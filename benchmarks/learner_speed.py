@@ -37,16 +37,15 @@ def matmul_gflops(device: str, n: int = 1024, repeats: int = 10) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def measure(preset: str, batch: int, updates: int, threads: int, device: str, **learner) -> dict:
+def synthetic_learner(preset: str, batch: int, device: str, **learner) -> tuple:
+    """A fresh Learner of ``preset`` and one fixed synthetic batch on its device."""
     import numpy as np
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from learner.learner import Learner
     from robofume.config import load_config
     from robofume.envs.tasks import task_names
 
-    torch.set_num_threads(threads)
     cfg = load_config(preset)
     cfg = cfg.replace(
         learner=dataclasses.replace(cfg.learner, batch_size=batch, device=device, **learner)
@@ -70,6 +69,16 @@ def measure(preset: str, batch: int, updates: int, threads: int, device: str, **
         "terminal": torch.zeros(batch, device=dev),
         "mc_return": torch.rand(batch, device=dev, generator=g),
     }
+    return cfg, learner, data
+
+
+def measure(preset: str, batch: int, updates: int, threads: int, device: str, **learner) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.set_num_threads(threads)
+    cfg, learner, data = synthetic_learner(preset, batch, device, **learner)
+    dev, s = learner.device, cfg.env.image_size
     counter = FlopCounterMode(display=False)
     with counter:
         learner.update(data)  # also the warm-up
