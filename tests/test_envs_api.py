@@ -241,3 +241,20 @@ def test_unstable_physics_redraws_a_valid_scene_instead_of_continuing(env, caplo
     assert PLACES["centre"].contains(xyz[0], xyz[1]) and abs(xyz[2]) < 0.01
     assert env.observation_space.contains(obs) and info["task"] == "vase_forward"
     assert np.all(np.isfinite(u.qpos()))
+
+
+def test_state_observation_appends_the_task_object_position():
+    from robofume.config import ConfigError, load_config
+
+    env = make_env(dataclasses.replace(CFG, observation="state"), task="bench_forward", seed=3)
+    try:
+        obs, _ = env.reset()
+        assert obs["proprio"].shape == (7,) and env.observation_space.contains(obs)
+        np.testing.assert_allclose(obs["proprio"][4:], env.object_position("bench"), atol=1e-6)
+        obs, *_ = env.step(np.array([0, 0, -1, 0], np.float32))
+        np.testing.assert_allclose(obs["proprio"][4:], env.object_position("bench"), atol=1e-6)
+    finally:
+        env.close()
+    assert load_config("sim-state").network.proprio_dim == 7
+    with pytest.raises(ConfigError, match="proprio_dim"):
+        load_config("sim-state", overrides=["--network.proprio_dim", "4"])

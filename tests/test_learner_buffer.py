@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,31 @@ def test_mix_batches(episodes):
         mix_batches(offline, online, 0.75)
     with pytest.raises(KeyError, match="mc_return"):
         mix_batches(offline, {k: v for k, v in online.items() if k != "mc_return"}, 0.25)
+
+
+def test_terminal_on_success_ends_demos_at_their_first_success_frame(episodes):
+    hold = episode("vase_forward", "target_forward", 5, 7)
+    hold.rewards[:] = [0, 0, 1, 1, 1]  # success reached at step 2, then two "hold" steps
+    plain = OfflineBuffer([hold], discount=0.5)
+    cut = OfflineBuffer([hold], discount=0.5, terminal_on_success=True)
+    assert plain.mc_returns.tolist() == [0.25 * 1.75, 0.5 * 1.75, 1.75, 1.5, 1.0]
+    assert cut.terminals.tolist() == [0, 0, 1, 1, 1]
+    assert cut.mc_returns.tolist() == [0.25, 0.5, 1.0, 1.0, 1.0]  # as an online episode
+
+
+def test_proprio_statistics_travel_with_the_policy_weights(episodes):
+    from robofume.config import load_config
+    from robofume.networks import PolicyModel
+
+    buf = OfflineBuffer(episodes, discount=0.9)
+    mean, std = buf.proprio_statistics()
+    assert torch.allclose(mean, buf.proprio.mean(0)) and std.min() >= 1e-2
+    cfg = load_config("smoke")
+    table = torch.eye(3)
+    net = dataclasses.replace(cfg.network, encoder="none")
+    model = PolicyModel(net, 8, 4, 4, table)
+    model.set_proprio_statistics(mean, std)
+    assert {"proprio_mean", "proprio_std"} <= set(model.state_dict())
+    feats = torch.zeros(2, 0)
+    state = model.state(feats, torch.tensor([0, 1]), buf.proprio[:2])
+    assert torch.allclose(state[:, 3:], (buf.proprio[:2] - mean) / std)

@@ -121,6 +121,20 @@ def test_actor_loss_rl_and_bc_parts():
     assert total.item() == pytest.approx(3.0)
 
 
+def test_actor_loss_normalised_by_mean_abs_q():
+    q_pi = t([[1.0, -2.0], [0.5, 3.0]]).requires_grad_()  # min -> [0.5, -2.0], mean |.| 1.25
+    log_prob = t([-1.0, 1.0])
+    bc = t([2.0, 4.0])
+    total, rl, _ = losses.actor_loss(q_pi, log_prob, 0.1, bc, bc_weight=0.5, normalize_q=True)
+    # rl = mean(-0.1 - 0.5, 0.1 + 2.0) / 1.25 = 0.75 / 1.25 = 0.6
+    assert rl.item() == pytest.approx(0.6)
+    assert total.item() == pytest.approx(0.6 + 0.5 * 3.0)
+    total.backward()  # the scale is a constant: d rl / d Q_min = -1 / (B * 1.25)
+    assert q_pi.grad[1, 0].item() == pytest.approx(-0.4)
+    assert q_pi.grad[0, 1].item() == pytest.approx(-0.4)
+    assert q_pi.grad[0, 0].item() == 0.0
+
+
 def test_bc_terms():
     assert torch.allclose(losses.bc_term(log_prob_data=t([-1.0, 2.0])), t([1.0, -2.0]))
     mse = losses.bc_term(mean_action=t([[0.5, 0.0]]), data_action=t([[0.0, -1.0]]))
