@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from datetime import date
 from pathlib import Path
@@ -209,18 +210,21 @@ def run(preset: str, seconds: float) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict], preset: str, seconds: float) -> str:
+def table(rows: list[dict], preset: str, seconds: float, machine: str) -> str:
+    about = (
+        "Learner updates/s (Cal-QL + BC on a fixed batch of the preset) without and with a "
+        "simulated actor ticking at the control rate, its frames labelled by a reward server "
+        "(each in its own process). Before: torch's default threads (one per core) in the "
+        "learner and the reward server; after: each process its share of the cores "
+        "(`robofume/threads.py`, `deploy.torch_threads` 0)."
+    )
     lines = [
         HEADING,
         "",
-        f"`python -m benchmarks.thread_share --preset {preset} --seconds {seconds:g}`, "
-        f"{date.today().isoformat()}; {describe_machine()}.",
+        f"`python -m benchmarks.thread_share --preset {preset} --seconds {seconds:g}` on "
+        f"{machine}; {date.today().isoformat()}.",
         "",
-        "Learner updates/s (Cal-QL + BC on a fixed batch of the preset) alone, and while a "
-        "simulated actor ticks at the control rate with its frames labelled by a reward server "
-        "(each in its own process). Before: torch's default threads (one per core) in the "
-        "learner and the reward server; after: each process its share of the cores "
-        "(`robofume/threads.py`, `deploy.torch_threads` 0).",
+        *textwrap.wrap(about, 96),
         "",
         "| threads | learner / reward / actor threads | learner alone (updates/s) | "
         "beside actor + reward (updates/s) | shared / alone | actor steps/s (tick p99 ms) |",
@@ -235,12 +239,11 @@ def table(rows: list[dict], preset: str, seconds: float) -> str:
             f"{r['shared'] / r['alone']:.0%} | {r['actor_steps_per_s']:.1f} ({p99_text}) |"
         )
     loads = ", ".join(f"{r['load_alone']:.1f}/{r['load_shared']:.1f}" for r in rows)
-    lines += [
-        "",
-        f"Load average when each learner run started (alone/shared, before then after): "
-        f"{loads}; the machine is shared with other jobs, so single runs are noisy.",
-        "",
-    ]
+    note = (
+        f"Load average when each learner run started (without/with the neighbours, before "
+        f"then after): {loads}. On a machine shared with other jobs single runs are noisy."
+    )
+    lines += ["", *textwrap.wrap(note, 96), ""]
     return "\n".join(lines)
 
 
@@ -257,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     from robofume.logs import setup_logging
 
     setup_logging()
+    machine = describe_machine()  # the load average before this benchmark adds its own
     rows = run(args.preset, args.seconds)
-    text = table(rows, args.preset, args.seconds)
+    text = table(rows, args.preset, args.seconds, machine)
     print(text)
     if not args.no_record:
         record_section(HEADING, text)
