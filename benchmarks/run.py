@@ -23,6 +23,7 @@ QUICK = (
     "replay_throughput",
     "reward_server",
     "actor_timing",
+    "thread_share",
 )
 LONG = ("reward_quality", "offline_learning", "system_throughput", "online_curve")
 
