@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -192,6 +193,7 @@ def run(preset: str, seconds: float) -> list[dict]:
             extra = neighbours.summary()
         finally:
             neighbours.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)  # kept (logs) only when something failed
         log.info("%s, shared: %s %s", name, shared, extra)
         share = cfg.reward.torch_threads or thread_share(cfg, "reward")
         rows.append(
