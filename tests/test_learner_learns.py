@@ -44,6 +44,7 @@ def trained(tmp_path_factory):
     return cfg, result
 
 
+@pytest.mark.timeout(1800)  # ~2-3 min on an idle 2-core machine; generous for a loaded one
 def test_calql_bc_on_state_solves_the_vase_task(trained):
     from learner.evaluate import evaluate_policy
     from robofume.policy import load_policy
