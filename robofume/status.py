@@ -24,7 +24,13 @@ def write_status(run_dir: str | Path, name: str, data: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     payload = {"name": name, "time": time.time(), "pid": os.getpid(), "host": socket.gethostname()}
     payload.update(data)
-    path = folder / f"{name}.json"
+    return write_json(folder / f"{name}.json", payload)
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Atomically replace ``path`` with ``payload`` as JSON (readers never see half of it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".json.tmp{os.getpid()}")
     tmp.write_text(json.dumps(payload, default=_jsonable, indent=1))
     os.replace(tmp, path)
