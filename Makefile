@@ -41,7 +41,7 @@ format: install  ## apply ruff fixes and formatting
 bench: install  ## run the benchmarks (results: benchmarks/RESULTS.md)
 	@$(PY) -m benchmarks.run $(ARGS)
 
-up: install  ## prepare what is missing and start the cluster on PRESET (default sim-cpu)
+up: install  ## start the cluster on PRESET (default sim-cpu); the phases run inside it
 	@$(VENV)/bin/robofume up --preset $(PRESET) $(ARGS)
 
 down: install  ## stop everything `make up` started

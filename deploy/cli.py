@@ -13,7 +13,9 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     from robofume.cli import add_config_args
 
-    up = sub.add_parser("up", help="prepare what is missing and start the cluster")
+    up = sub.add_parser(
+        "up", help="start the cluster and TensorBoard, then run the missing phases inside it"
+    )
     add_config_args(up)
     up.add_argument(
         "--skip-prepare",
@@ -50,10 +52,10 @@ def _config(args: argparse.Namespace):
 
 
 def _up(args: argparse.Namespace) -> int:
-    from deploy import cluster, launch
+    """Head and TensorBoard first, then the phase runner; returns once the runner beats."""
+    from deploy import cluster, phases
     from deploy.up import (
         load_state,
-        prepare,
         process_alive,
         run_paths,
         save_state,
@@ -64,8 +66,6 @@ def _up(args: argparse.Namespace) -> int:
     cfg = _config(args)
     paths = run_paths(cfg)
     write_resolved_config(cfg)
-    if not args.skip_prepare:
-        prepare(cfg)
     state = load_state(cfg)
     started = cluster.start_head(cfg.deploy)
     state["started_head"] = bool(state.get("started_head")) or started
@@ -75,24 +75,27 @@ def _up(args: argparse.Namespace) -> int:
         preset=cfg.name,
     )
     save_state(cfg, state)
-    cluster.connect(cfg.deploy)
-    launch.start_replay(cfg)
-    launch.start_reward(cfg)
-    launch.start_learner(cfg)
-    launch.start_actors(cfg)
     if not args.no_tensorboard and not process_alive(state.get("tensorboard_pid")):
         state["tensorboard_pid"] = start_tensorboard(cfg)
-    save_state(cfg, state)
+        save_state(cfg, state)
+    if process_alive(state.get("runner_pid")):
+        log.info("phase runner: already running (pid %d)", state["runner_pid"])
+    else:
+        state["runner_pid"] = phases.start_runner(cfg, skip_prepare=args.skip_prepare)
+        save_state(cfg, state)
     host = cfg.deploy.bind_host if cfg.deploy.bind_host != "0.0.0.0" else "127.0.0.1"
+    preset = args.preset or cfg.name
     print(
         f"\nrobofume is running ({cfg.name}, config {cfg.hash})\n"
         f"  TensorBoard    http://{host}:{cfg.deploy.tensorboard_port}\n"
         f"  Ray dashboard  http://127.0.0.1:{cfg.deploy.dashboard_port}\n"
         f"  run dir        {paths['root']}  (logs, checkpoints, status)\n"
+        f"  phases         generate, reward, pretrain, online: see status "
+        f"(log {paths['logs'] / 'phases.log'})\n"
         f"  replay         {cfg.deploy.replay_address}\n"
         f"  reward         {', '.join(cfg.deploy.reward_addresses)}\n"
-        f"  status         robofume status --preset {args.preset or cfg.name}\n"
-        f"  stop           make down PRESET={args.preset or cfg.name}\n"
+        f"  status         robofume status --preset {preset}\n"
+        f"  stop           make down PRESET={preset}\n"
     )
     if args.wait > 0:
         from deploy.status import collect, format_report
@@ -113,6 +116,7 @@ def _down(args: argparse.Namespace) -> int:
     if not state:
         log.info("nothing to stop: no %s in %s", "up.json", cfg.deploy.run_dir)
         return 0
+    stop_pid(state.get("runner_pid"))  # first: it must not start services we stop below
     if cluster.head_running(cfg.deploy):
         cluster.connect(cfg.deploy)
         stopped = launch.stop_services(launch.service_names(cfg, state))

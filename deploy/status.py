@@ -56,6 +56,7 @@ def collect(cfg: ExperimentConfig, live: bool = True) -> dict[str, Any]:
         "actors": {k: v for k, v in beats.items() if k.startswith("actor_")},
         "replay": {"address": cfg.deploy.replay_address, **(beats.get("replay") or {})},
         "reward": [],
+        "phases": beats.get("phases"),
     }
     if live:
         report["replay"].update(_probe_replay(cfg.deploy.replay_address))
@@ -67,9 +68,43 @@ def _fields(data: dict[str, Any], keys: tuple[str, ...]) -> str:
     return " ".join(f"{k}={data.get(k, '?')}" for k in keys)
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+        if seconds >= 3600
+        else (f"{seconds // 60}m{seconds % 60:02d}s")
+    )
+
+
+def format_phases(runner: dict[str, Any] | None) -> list[str]:
+    """One line per phase: state, done/total, rate and ETA of its current step."""
+    if not runner:
+        return ["phases   no heartbeat (no phase runner)"]
+    flag = " STALE" if runner.get("stale") and runner.get("state") == "running" else ""
+    lines = [f"phases   runner {runner.get('state')}{flag}"]
+    for name, phase in (runner.get("phases") or {}).items():
+        line = f"phase    {name:<9} {phase.get('state', '?'):<8}"
+        if phase.get("state") not in ("pending", "reused"):
+            total = phase.get("total")
+            rate = phase.get("rate")
+            line += f" {phase.get('done', 0)}/{total if total else '?'}"
+            line += f" {rate:.2f}/s" if rate else " ?/s"
+            line += f" eta {_duration(phase.get('eta_s'))}"
+            if phase.get("desc"):
+                line += f" ({phase['desc']})"
+        if phase.get("error"):
+            line += f"  error: {phase['error']}"
+        lines.append(line)
+    return lines
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A compact human-readable table of :func:`collect`'s report."""
     lines = [f"run {report['run_dir']}  (config {report['config_hash']})"]
+    lines += format_phases(report.get("phases"))
     rp = report["replay"]
     state = "up" if rp.get("healthy") else f"DOWN ({rp.get('error', 'no answer')})"
     lines.append(

@@ -1,12 +1,14 @@
-"""`make up` / `make down`: prepare what is missing, start every component, stop them again.
+"""`make up` / `make down`: the cluster, TensorBoard and the phase runner; stopping them again.
 
-``up`` is idempotent: it reuses the dataset, reward model and pre-trained policy that exist,
-joins a running Ray head, and finds already-running services by name. It records what it
-started in ``<run_dir>/up.json`` so that ``down`` stops exactly that and nothing else.
+``up`` is idempotent: the phase runner (:mod:`deploy.phases`) reuses the dataset, reward
+model and pre-trained policy that exist; ``up`` joins a running Ray head, and the runner finds
+already-running services by name. It records what it started in ``<run_dir>/up.json`` so
+that ``down`` stops exactly that and nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -51,12 +53,6 @@ def resolve_addresses(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 # ----------------------------------------------------------------------------- prepare
-def _cli(*args: str) -> None:
-    cmd = [sys.executable, "-m", "robofume.cli", *args]
-    log.info("prepare: %s", " ".join(["robofume", *args]))
-    subprocess.run(cmd, check=True)
-
-
 def dataset_ready(cfg: ExperimentConfig) -> bool:
     return (Path(cfg.data.dir) / "manifest.json").exists()
 
@@ -70,39 +66,28 @@ def pretrain_ready(paths: dict[str, Path]) -> bool:
     return ckpts.exists() and any(ckpts.glob("ckpt_*.pt"))
 
 
-def prepare(cfg: ExperimentConfig) -> None:
-    """Generate the dataset, fine-tune the reward model, pre-train the policy: what is missing."""
+def prepare_steps(cfg: ExperimentConfig) -> list[tuple[str, bool, list[str]]]:
+    """The preparation phases in order: (name, already produced, ``robofume`` arguments).
+
+    The dataset, the fine-tuned reward model and the pre-trained policy: what exists is reused
+    (:mod:`deploy.phases` runs the rest).
+    """
     paths = run_paths(cfg)
     conf = str(paths["config"])
-    if dataset_ready(cfg):
-        log.info("prepare: dataset found in %s", cfg.data.dir)
-    else:
-        _cli("generate", "--config_path", conf, "--out", cfg.data.dir)
-    if reward_ready(paths):
-        log.info("prepare: reward model found in %s", paths["reward"])
-    else:
-        _cli(
+    data, reward = cfg.data.dir, str(paths["reward"])
+    return [
+        ("generate", dataset_ready(cfg), ["generate", "--config_path", conf, "--out", data]),
+        (
             "reward",
-            "finetune",
-            "--config_path",
-            conf,
-            "--data",
-            cfg.data.dir,
-            "--out",
-            str(paths["reward"]),
-        )
-    if pretrain_ready(paths):
-        log.info("prepare: pre-trained policy found in %s", paths["pretrain"])
-    else:
-        _cli(
+            reward_ready(paths),
+            ["reward", "finetune", "--config_path", conf, "--data", data, "--out", reward],
+        ),
+        (
             "pretrain",
-            "--config_path",
-            conf,
-            "--data",
-            cfg.data.dir,
-            "--out",
-            str(paths["pretrain"]),
-        )
+            pretrain_ready(paths),
+            ["pretrain", "--config_path", conf, "--data", data, "--out", str(paths["pretrain"])],
+        ),
+    ]
 
 
 # ----------------------------------------------------------------------------- state
@@ -175,12 +160,15 @@ def stop_pid(pid: int | None) -> None:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    for _ in range(20):
+    for _ in range(50):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return
         time.sleep(0.1)
+    log.warning("process group %d did not stop on SIGTERM: killing it", pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def config_dict(cfg: ExperimentConfig) -> dict:

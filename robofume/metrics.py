@@ -63,3 +63,17 @@ EVAL_EPISODE_LENGTH = "eval/episode_length"
 def per_task(tag: str, task: str) -> str:
     """Tag of a per-task chart, e.g. ``charts/success_rate/vase_forward``."""
     return f"{tag}/{task}"
+
+
+# phases: `robofume up` runs the method's phases in order inside the running system
+PHASE_GENERATE_PROGRESS = "phases/generate_progress"
+PHASE_REWARD_PROGRESS = "phases/reward_progress"
+PHASE_PRETRAIN_PROGRESS = "phases/pretrain_progress"
+PHASE_ONLINE_PROGRESS = "phases/online_progress"
+PHASE_PROGRESS = {
+    "generate": PHASE_GENERATE_PROGRESS,
+    "reward": PHASE_REWARD_PROGRESS,
+    "pretrain": PHASE_PRETRAIN_PROGRESS,
+    "online": PHASE_ONLINE_PROGRESS,
+}
+"""Fraction done (0..1) of each phase's current step, by phase name, in run order."""

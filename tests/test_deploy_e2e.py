@@ -76,27 +76,66 @@ def cluster(tmp_path_factory):
         "60",
     ]
     up = _robofume("up", *overrides)
+    status_dir = tmp / "run" / "status"  # what existed the moment `up` returned
+    at_up = {p.stem: json.loads(p.read_text()) for p in status_dir.glob("*.json")}
     report: dict = {}
+    text = ""
     try:
         assert up.returncode == 0, f"robofume up failed:\n{up.stdout}\n{up.stderr[-5000:]}"
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600  # the phases run after `up` returns
         while time.monotonic() < deadline:
             status = _robofume("status", "--json", *overrides, timeout=120)
             assert status.returncode == 0, status.stderr[-3000:]
             report = json.loads(status.stdout)
+            runner = report.get("phases") or {}
+            assert runner.get("state") != "failed", f"a phase failed: {runner}"
             actor = report["actors"].get("actor_0") or {}
-            if actor.get("state") == "stopped" and (report.get("learner") or {}).get("step"):
+            if (
+                actor.get("state") == "stopped"
+                and (report.get("learner") or {}).get("step")
+                and runner.get("state") == "finished"
+            ):
                 break
             time.sleep(5)
+        text = _robofume("status", "--no-probe", *overrides, timeout=120).stdout
     finally:  # down before the checks: it flushes TensorBoard and checkpoints the replay
         down = _robofume("down", *overrides, timeout=300)
     assert down.returncode == 0, down.stderr[-3000:]
-    return {"report": report, "run": tmp / "run", "overrides": overrides, "up": up}
+    return {
+        "report": report,
+        "run": tmp / "run",
+        "overrides": overrides,
+        "up": up,
+        "at_up": at_up,
+        "text": text,
+    }
 
 
 def test_up_prints_where_to_look(cluster):
     out = cluster["up"].stdout
     assert "TensorBoard" in out and "Ray dashboard" in out and "run dir" in out
+
+
+def test_up_returned_while_the_phases_ran(cluster):
+    """`up` starts the cluster and the phase runner and returns: nothing pre-trained yet."""
+    at_up = cluster["at_up"]
+    assert "phases" in at_up, "up returned before the phase runner's first heartbeat"
+    assert at_up["phases"]["phases"]["pretrain"]["state"] not in ("done", "reused")
+    assert "learner" not in at_up and "actor_0" not in at_up
+
+
+def test_status_shows_each_phase_with_its_progress(cluster):
+    runner = cluster["report"]["phases"]
+    assert runner["state"] == "finished"
+    assert list(runner["phases"]) == list(tags.PHASE_PROGRESS)
+    for name, phase in runner["phases"].items():
+        assert phase["state"] == "done", (name, phase)
+        assert phase["total"] and phase["done"] == phase["total"], (name, phase)
+        assert phase["rate"] and phase["eta_s"] == 0.0, (name, phase)
+    assert runner["phases"]["pretrain"]["total"] == 20  # smoke preset: learner.steps
+    assert runner["phases"]["online"]["total"] == ACTOR_STEPS
+    lines = [line.split() for line in cluster["text"].splitlines() if line.startswith("phase ")]
+    assert [(w[1], w[2]) for w in lines] == [(name, "done") for name in tags.PHASE_PROGRESS]
 
 
 def test_actor_alternated_tasks_and_delivered_labelled_episodes(cluster):
@@ -200,3 +239,4 @@ def test_every_component_wrote_its_tensorboard_tags(cluster):
     assert any(t.startswith(tags.REWARD_FALSE_POSITIVE_RATE) for t in actor)
     reward = _tags(run / "tb")  # reward_<port>/: the replica's own serving metrics
     assert {tags.REWARD_LATENCY_MS, tags.REWARD_BATCH_SIZE} <= reward
+    assert set(tags.PHASE_PROGRESS.values()) <= _tags(run / "tb" / "phases")
