@@ -75,7 +75,7 @@ class PhaseBoard:
 
     def update(self, name: str, **fields: Any) -> None:
         self.phases[name].update(fields)
-        if fields.get("state") == "running":
+        if fields.get("state") in ("starting", "running"):
             self.current = name
             self.phases[name].setdefault("started", time.time())
         if fields.get("state") in ("done", "reused", "failed"):
@@ -167,11 +167,20 @@ def start_online(cfg: ExperimentConfig, board: PhaseBoard) -> None:
 
 
 def follow_online(cfg: ExperimentConfig, board: PhaseBoard) -> None:
-    """Online progress from the actors' heartbeats until they reach their total steps."""
+    """Online progress from the actors' heartbeats until they reach their total steps.
+
+    Only heartbeats written since the online phase started count: an earlier `up` leaves its
+    stopped actors' files behind.
+    """
+    since = float(board.phases["online"].get("started") or time.time())
     first: tuple[float, int] | None = None
     while True:
         beats = read_statuses(cfg.deploy.run_dir)
-        actors = [b for k, b in beats.items() if k.startswith("actor_")]
+        actors = [
+            b
+            for k, b in beats.items()
+            if k.startswith("actor_") and float(b.get("time", 0)) >= since
+        ]
         done = sum(int(b.get("steps", 0)) for b in actors)
         stopped = len(actors) >= cfg.deploy.num_actors and all(
             b.get("state") == "stopped" for b in actors
