@@ -60,7 +60,7 @@ def plot_final_success(records: list[dict], path: Path, title: str) -> Path:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("ground-truth success")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(algos))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
