@@ -221,6 +221,9 @@ def run(cfg: ExperimentConfig, skip_prepare: bool = False) -> int:
         return 1
     except SystemExit:  # `down` (SIGTERM)
         board.state = "stopped"
+        for phase in board.phases.values():
+            if phase["state"] in ("starting", "running"):
+                phase["state"] = "stopped"
         return 0
     finally:
         board.beat()
