@@ -29,16 +29,16 @@ def wait_port(address: str, timeout_s: float, what: str) -> None:
     raise TimeoutError(f"{what} did not start listening on {address} within {timeout_s:.0f} s")
 
 
-def _check_alive(handle: Any, name: str) -> None:
-    state = ray.get(handle.state.remote(), timeout=60)
+def _check_alive(handle: Any, name: str, timeout_s: float = 60.0) -> None:
+    state = ray.get(handle.state.remote(), timeout=timeout_s)
     if state["error"]:
         raise RuntimeError(f"{name} failed to start:\n{state['error']}")
 
 
 def start_replay(cfg: ExperimentConfig) -> Any:
     handle = services.launch("replay", "deploy.entry:serve_replay", config_dict(cfg))
-    _check_alive(handle, "replay")
-    wait_port(cfg.deploy.replay_address, 120, "replay server")
+    _check_alive(handle, "replay", cfg.deploy.start_timeout_s)
+    wait_port(cfg.deploy.replay_address, cfg.deploy.start_timeout_s, "replay server")
     log.info("replay: serving at %s", cfg.deploy.replay_address)
     return handle
 

@@ -11,6 +11,9 @@ class DeployConfig:
 
     run_dir: str = "runs/sim"
     """Root of logs, checkpoints, TensorBoard and replay checkpoints of this run."""
+    start_timeout_s: float = 300.0
+    """How long a service may take to come up (replay listening) before starting fails; a
+    loaded 2-core machine needs minutes to import TensorFlow and Reverb in a fresh worker."""
     bind_host: str = "127.0.0.1"
     """Interface services listen on (loopback unless set)."""
     replay_address: str = "127.0.0.1:8000"
