@@ -152,6 +152,7 @@ class Reporter:
                 M.ACTOR_LABEL_LAG_STEPS: snap.get("label_lag_steps_mean"),
                 M.ACTOR_INTERVENTIONS: snap.get("interventions"),
                 M.ACTOR_HUMAN_RESETS: snap.get("human_resets"),
+                M.ACTOR_WEIGHTS_REFUSED: sum((snap.get("weights_refusals") or {}).values()),
                 M.ACTOR_PENDING_EPISODES: snap.get("pending_episodes"),
                 M.REWARD_FALSE_POSITIVE_RATE: snap["reward_model"]["false_positive_rate"],
                 M.REWARD_FALSE_NEGATIVE_RATE: snap["reward_model"]["false_negative_rate"],

@@ -26,6 +26,7 @@ from actor.loop import Actor, ResetFreeLoop
 from actor.report import Reporter, window_rate
 from actor.scheduler import TickScheduler
 from actor.weights import Policy, WeightsPuller, WeightsSource
+from robofume.auth import deployment_secret
 from robofume.config import ExperimentConfig
 from robofume.threads import size_threads
 
@@ -114,7 +115,14 @@ def run_actor(
         labeller = _default_labeller(cfg)
     weights = weights if weights is not None else _default_weights(cfg)
 
-    puller = WeightsPuller(weights, policy, cfg.hash, a.weights_poll_s, cfg.deploy.replay_address)
+    puller = WeightsPuller(
+        weights,
+        policy,
+        cfg.hash,
+        deployment_secret(cfg.deploy),
+        a.weights_poll_s,
+        cfg.deploy.replay_address,
+    )
     actor = Actor(
         policy,
         None,
@@ -159,6 +167,7 @@ def run_actor(
             learner_version=puller.learner_version,
             policy_lag=puller.policy_lag,
             weights_refused=sorted(puller.refused),
+            weights_refusals=dict(puller.refusals),
             label_lag_steps_mean=float(np.mean(lags[-1000:])) if lags else None,
             label_lag_steps_max=int(max(lags[-1000:])) if lags else None,
             label_latency_p50_ms=_percentile(tracker.latency_ms, 50) if tracker else None,

@@ -2,11 +2,14 @@
 
 A daemon thread asks the weights source for the latest published version every
 ``poll_s`` seconds and fetches the variables only when it differs from the one the policy
-runs (equality, not order: a learner resumed from an older checkpoint republishes a smaller
-version and the actor follows it). :meth:`InferencePolicy.load_variables` builds the new
-network off the tick thread and swaps it in under its own lock, so a tick never waits for
-network traffic or a load.
-Weights published under another config hash are refused (logged once per version).
+runs. :meth:`InferencePolicy.load_variables` builds the new network off the tick thread and
+swaps it in under its own lock, so a tick never waits for network traffic or a load.
+
+Nothing that arrives is run unchecked (:func:`robofume.auth.check_weights`): weights must be
+signed with the deployment secret, published under this actor's config hash, and not older
+(in ``(session, version)`` order) than what the policy runs. A refusal keeps the current
+policy, is logged once per version, counted per reason (``refusals``, in status and on the
+dashboard), and the refused version is checked again only after ``REFUSAL_RECHECK_S``.
 """
 
 from __future__ import annotations
@@ -14,12 +17,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 import numpy as np
 
+from robofume.auth import WeightsRefused, check_weights
+
 log = logging.getLogger(__name__)
+
+REFUSAL_RECHECK_S = 10.0
+"""A refused version is fetched again after this long (the learner may republish it)."""
 
 HASH_KEYS = ("__config_hash__", "config_hash")
 """Keys under which a published variables dict may carry the learner's config hash."""
@@ -41,10 +50,6 @@ class Policy(Protocol):
     def load_variables(self, variables: Mapping[str, np.ndarray], version: int) -> None: ...
 
     def act(self, obs: Mapping[str, np.ndarray], task_name: str) -> np.ndarray: ...
-
-
-class ConfigMismatchError(RuntimeError):
-    """The learner publishes weights for another config than this actor's."""
 
 
 def unpack(fetched: Any) -> tuple[int, dict[str, np.ndarray], str | None]:
@@ -74,12 +79,20 @@ class WeightsPuller:
         source: WeightsSource,
         policy: Policy,
         config_hash: str,
+        secret: bytes,
         poll_s: float = 1.0,
         address: str = "replay",
     ):
         self.source = source
         self.policy = policy
         self.config_hash = config_hash
+        self._secret = secret
+        self.running: tuple[int, int] | None = None
+        """``(session, version)`` of the weights the policy runs (None before the first)."""
+        self.refusals: Counter[str] = Counter()
+        """Refused fetches per reason (unsigned, forged, no_config_hash, config_hash, older,
+        malformed, shape)."""
+        self._refused_at: dict[int, float] = {}
         self.poll_s = poll_s
         self.address = address
         self.learner_version: int | None = None
@@ -145,39 +158,51 @@ class WeightsPuller:
             if latest is None or latest < 0 or latest == self.policy.version:
                 self._set_reachable(True)
                 return
-            if int(latest) in self.refused:
+            refused_at = self._refused_at.get(int(latest))
+            if refused_at is not None and time.monotonic() - refused_at < REFUSAL_RECHECK_S:
                 return
             fetched = self.source.fetch()
             if fetched is None:
                 return
-            version, variables, their_hash = unpack(fetched)
+            version, variables, _ = unpack(fetched)
+        except ValueError as err:  # the item itself is malformed: the server answered
+            self._set_reachable(True)
+            self._refuse(int(latest), "malformed", str(err))
+            return
         except Exception as err:
             self.last_error = f"{type(err).__name__}: {err}"
             self._set_reachable(False)
             return
         self._set_reachable(True)
-        if their_hash is not None and their_hash != self.config_hash:
-            msg = (
-                f"refusing policy weights v{version} from {self.address}: published under "
-                f"config hash {their_hash}, this actor runs {self.config_hash}; start the "
-                "actor with the learner's preset and overrides"
-            )
-            self.refused[version] = msg
-            self.last_error = msg
-            log.error(msg)
+        manifest = getattr(fetched, "manifest", None)
+        try:
+            stamp = check_weights(self._secret, manifest, variables, self.config_hash, self.running)
+        except WeightsRefused as err:
+            self._refuse(version, err.reason, str(err))
             return
-        if version == self.policy.version:
+        if stamp == self.running:
             return
         try:
             self.policy.load_variables(variables, version)
         except (KeyError, ValueError) as err:
-            msg = f"refusing policy weights v{version}: {err}"
-            self.refused[version] = msg
-            self.last_error = msg
-            log.error(msg)
+            self._refuse(version, "shape", str(err))
             return
+        self.running = stamp
         self.loads += 1
         log.info("policy weights v%d loaded (learner at v%s)", version, self.learner_version)
+
+    def _refuse(self, version: int, reason: str, why: str) -> None:
+        """Keep the current policy; count, remember and (once per version) log the refusal."""
+        msg = (
+            f"refusing policy weights v{version} from {self.address}: {why}; "
+            f"still acting with v{self.policy.version}"
+        )
+        self.refusals[reason] += 1
+        self._refused_at[version] = time.monotonic()
+        if self.refused.get(version) != msg:
+            log.error(msg)
+        self.refused[version] = msg
+        self.last_error = msg
 
     def _set_reachable(self, ok: bool) -> None:
         if ok and not self.reachable:

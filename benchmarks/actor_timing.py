@@ -96,7 +96,9 @@ class Publisher(threading.Thread):
         self.variables = {k: v.numpy().copy() for k, v in model.state_dict().items()}
         self.cfg = cfg
         self.every = every
-        self.client = WeightsClient(cfg.deploy.replay_address)
+        from robofume.auth import deployment_secret
+
+        self.client = WeightsClient(cfg.deploy.replay_address, secret=deployment_secret(cfg.deploy))
         self.published: dict[int, float] = {}
         self.stop = threading.Event()
         self.publish()

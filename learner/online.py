@@ -50,6 +50,7 @@ from learner.checkpoint import (
 from learner.learner import Learner
 from learner.pretrain import METRIC_TAGS, to_floats
 from robofume import metrics as tags
+from robofume.auth import deployment_secret
 from robofume.config import ConfigError, ExperimentConfig, save_config
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,9 @@ class OnlineLearner:
             timeout_s=rc.sample_timeout_s,
             rpc_timeout_s=rc.rpc_timeout_s,
         )
-        self.weights = WeightsClient(self.address, timeout_s=rc.rpc_timeout_s)
+        self.weights = WeightsClient(
+            self.address, timeout_s=rc.rpc_timeout_s, secret=deployment_secret(cfg.deploy)
+        )
         import reverb
 
         self._stats_client = reverb.Client(self.address)

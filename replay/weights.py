@@ -13,19 +13,22 @@ Usage::
     if latest is not None and latest != policy.version:
         version, variables = client.fetch()      # transfers the weights
 
-``WeightsClient(address, *, timeout_s=10.0)``:
+``WeightsClient(address, *, timeout_s=10.0, secret=None, session=None)``:
 
-* ``publish(variables: dict[str, np.ndarray], version: int, config_hash: str | None = None)``
-  writes one step holding every variable, the version and a small manifest (names, shapes,
-  dtypes, config hash) and creates two items from it: one in ``policy_weights`` (all columns)
-  and one in ``policy_version`` (only the version column). Both tables keep one item (FIFO), so
-  the newest publish replaces the previous one.
+* ``publish(variables: dict[str, np.ndarray], version: int, config_hash: str)`` writes one step
+  holding every variable, the version and a small manifest (names, shapes, dtypes, version,
+  the learner's session, config hash, and an HMAC-SHA256 authenticator keyed by the
+  deployment secret, :mod:`robofume.auth`) and creates two items from it: one in
+  ``policy_weights`` (all columns) and one in ``policy_version`` (only the version column).
+  Both tables keep one item (FIFO), so the newest publish replaces the previous one. Only a
+  client holding the secret can publish.
 * ``latest_version() -> int | None`` samples ``policy_version``: a few bytes, never the weights.
 * ``fetch(known_version=None) -> Weights | None``: the newest weights, or None when nothing is
   published yet or the newest version equals ``known_version`` (a cheap check first). A
-  :class:`Weights` unpacks as ``version, variables = ...`` and also carries ``.config_hash``.
-  Versions are compared for equality, not order: a learner that resumes from an older
-  checkpoint republishes a smaller version and actors follow it.
+  :class:`Weights` unpacks as ``version, variables = ...`` and also carries ``.config_hash``
+  and the signed ``.manifest``. Whether to run them is the actor's decision
+  (:func:`robofume.auth.check_weights`): the replay server is reachable by anyone on its
+  network, so nothing in it is trusted for being there.
 
 Signatures: ``policy_version`` has a fixed signature (int64 scalar). ``policy_weights`` has none,
 because the replay server starts before the learner and Reverb cannot add or change tables at
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -58,6 +62,8 @@ class Weights:
     variables: dict[str, np.ndarray]
     config_hash: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] | None = None
+    """What the publisher signed (names, shapes, dtypes, version, session, hash, mac)."""
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.version, self.variables))
@@ -66,11 +72,21 @@ class Weights:
 class WeightsClient:
     """Publishes (learner) and fetches (actors) the newest policy variables."""
 
-    def __init__(self, address: str, *, timeout_s: float = 10.0):
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float = 10.0,
+        secret: bytes | None = None,
+        session: int | None = None,
+    ):
         import reverb
 
         self.address = address
         self.timeout_s = float(timeout_s)
+        self._secret = secret
+        self.session = int(session if session is not None else time.time_ns() // 1_000_000)
+        """This publisher's session (its start time, ms): later sessions are newer."""
         self._client = reverb.Client(address)
         self._lock = threading.Lock()
 
@@ -79,20 +95,31 @@ class WeightsClient:
         self,
         variables: Mapping[str, np.ndarray],
         version: int,
-        config_hash: str | None = None,
+        config_hash: str,
     ) -> None:
-        """Make ``variables`` the newest policy weights under ``version``."""
+        """Make ``variables`` the newest policy weights under ``version``, signed."""
+        from robofume.auth import sign_manifest
+
         if not variables:
             raise ValueError("publish needs at least one variable")
+        if not config_hash:
+            raise ValueError("publish needs the learner's config hash (actors refuse without)")
+        if not self._secret:
+            raise ValueError(
+                "publishing weights needs the deployment secret (WeightsClient(secret=...), "
+                "robofume.auth.deployment_secret)"
+            )
         names = sorted(variables)
         arrays = [np.ascontiguousarray(np.asarray(variables[n])) for n in names]
         manifest = {
             "version": int(version),
+            "session": self.session,
             "config_hash": config_hash,
             "names": names,
             "shapes": [list(a.shape) for a in arrays],
             "dtypes": [a.dtype.str for a in arrays],
         }
+        manifest = sign_manifest(self._secret, manifest, arrays)
         blob = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8).copy()
         step: dict[str, np.ndarray] = {
             "version": np.asarray(int(version), np.int64),
@@ -176,25 +203,40 @@ class WeightsClient:
             raise
 
 
+class MalformedWeightsError(ValueError):
+    """The weights item in replay is not what a publisher writes (a forgery or corruption)."""
+
+
 def _decode(flat: list[np.ndarray], address: str) -> Weights:
     """Rebuild the variables from the flat sample (sorted keys: manifest, v00000.., version)."""
-    manifest = json.loads(np.asarray(flat[0], np.uint8).tobytes().decode())
-    names, shapes, dtypes = manifest["names"], manifest["shapes"], manifest["dtypes"]
+    try:
+        manifest = json.loads(np.asarray(flat[0], np.uint8).tobytes().decode())
+        names, shapes, dtypes = manifest["names"], manifest["shapes"], manifest["dtypes"]
+        return _unpack(flat, manifest, names, shapes, dtypes, address)
+    except MalformedWeightsError:
+        raise
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise MalformedWeightsError(f"weights at {address}: malformed item ({err})") from None
+
+
+def _unpack(flat, manifest, names, shapes, dtypes, address: str) -> Weights:
     arrays = flat[1:-1]
     if len(arrays) != len(names):
-        raise ValueError(
+        raise MalformedWeightsError(
             f"weights at {address}: manifest lists {len(names)} variables, item has {len(arrays)}"
         )
     variables = {}
     for name, shape, dtype, arr in zip(names, shapes, dtypes, arrays, strict=True):
         arr = np.asarray(arr)
         if list(arr.shape) != list(shape) or arr.dtype != np.dtype(dtype):
-            raise ValueError(
+            raise MalformedWeightsError(
                 f"weights at {address}: variable {name!r} is {arr.dtype}{list(arr.shape)}, "
                 f"manifest says {np.dtype(dtype)}{shape}"
             )
         variables[name] = arr
     version = int(np.asarray(flat[-1]))
     if version != manifest["version"]:
-        raise ValueError(f"weights at {address}: version {version} != manifest's")
-    return Weights(version, variables, manifest.get("config_hash"), {"names": names})
+        raise MalformedWeightsError(f"weights at {address}: version {version} != manifest's")
+    return Weights(
+        version, variables, manifest.get("config_hash"), {"names": names}, manifest=manifest
+    )

@@ -31,6 +31,7 @@ ACTOR_TICK_JITTER_MS = "actor/tick_jitter_ms"
 ACTOR_POLICY_VERSION = "actor/policy_version"
 ACTOR_PENDING_EPISODES = "actor/pending_episodes"
 ACTOR_HUMAN_RESETS = "actor/human_resets"
+ACTOR_WEIGHTS_REFUSED = "actor/weights_refused"
 
 # replay
 REPLAY_SIZE = "replay/size"

@@ -92,8 +92,9 @@ def replay_size(address: str) -> int:
 
 def publish(cfg: ExperimentConfig, version: int, config_hash: str | None = None) -> None:
     from replay.weights import WeightsClient
+    from robofume.auth import deployment_secret
 
-    WeightsClient(cfg.deploy.replay_address).publish(
+    WeightsClient(cfg.deploy.replay_address, secret=deployment_secret(cfg.deploy)).publish(
         policy_variables(cfg, seed=version), version, config_hash or cfg.hash
     )
 

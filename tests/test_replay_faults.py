@@ -29,9 +29,9 @@ def test_server_kill_and_restart(tmp_path):
     sampler = None
     try:
         writer = EpisodeWriter(address, cfg, timeout_s=2)
-        weights = WeightsClient(address, timeout_s=2)
+        weights = WeightsClient(address, timeout_s=2, secret=b"0" * 64)
         writer.write(coded_episode(cfg, 1, 20))
-        weights.publish({"w": [1.0, 2.0]}, version=4)
+        weights.publish({"w": [1.0, 2.0]}, version=4, config_hash=cfg.hash)
         reverb.Client(address).checkpoint()
         writer.write(coded_episode(cfg, 2, 5))  # after the checkpoint: lost with a hard kill
         sampler = OnlineSampler(address, 8, timeout_s=0.5, rpc_timeout_s=2)

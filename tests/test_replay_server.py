@@ -21,6 +21,8 @@ LIMITS = {
     "replay": {"min_size_to_sample": 16, "samples_per_insert_tolerance": 0.25},
 }
 
+SECRET = b"0" * 64
+
 
 @pytest.fixture
 def cfg(tmp_path):
@@ -127,7 +129,7 @@ def test_writer_reports_an_unreachable_server(cfg):
 
 
 def test_weights_publish_fetch_and_version(cfg, server):
-    client = WeightsClient(server.address, timeout_s=5)
+    client = WeightsClient(server.address, timeout_s=5, secret=SECRET)
     assert client.latest_version() is None
     assert client.fetch() is None
     variables = {
@@ -145,12 +147,16 @@ def test_weights_publish_fetch_and_version(cfg, server):
         assert got[name].dtype == value.dtype
     assert client.fetch().config_hash == "abc123"
     assert client.fetch(known_version=10) is None  # unchanged: nothing transferred
-    client.publish({"policy.0.bias": np.ones(5, np.float32)}, version=15)
+    client.publish({"policy.0.bias": np.ones(5, np.float32)}, version=15, config_hash="abc123")
     newer = client.fetch(known_version=10)
     assert newer.version == 15 and list(newer.variables) == ["policy.0.bias"]
     assert server.stats()["weights_published"] == 2
     with pytest.raises(ValueError, match="at least one variable"):
-        client.publish({}, version=16)
+        client.publish({}, version=16, config_hash="abc123")
+    with pytest.raises(ValueError, match="config hash"):
+        client.publish(variables, version=16, config_hash="")
+    with pytest.raises(ValueError, match="deployment secret"):
+        WeightsClient(server.address).publish(variables, version=16, config_hash="abc123")
 
 
 def test_checkpoint_restore(cfg, tmp_path):
@@ -158,7 +164,9 @@ def test_checkpoint_restore(cfg, tmp_path):
     srv = start_replay_server(cfg, checkpoint_dir=ckpt_dir, heartbeat=False)
     try:
         EpisodeWriter(srv.address, cfg).write(coded_episode(cfg, 5, 7))
-        WeightsClient(srv.address).publish({"w": np.ones(3, np.float32)}, version=3)
+        WeightsClient(srv.address, secret=SECRET).publish(
+            {"w": np.ones(3, np.float32)}, version=3, config_hash="abc123"
+        )
         for _ in range(3):
             srv.checkpoint()
         assert len(list_checkpoints(ckpt_dir)) == 1  # Reverb keeps the newest only

@@ -40,6 +40,10 @@ class DeployConfig:
     """File holding the Ray cluster's auth token (empty: <run_dir>/ray/auth_token). Created
     (mode 0600) when missing and handed to the head and every driver; ~/.ray is never used.
     On a multi-node cluster every node needs the same file."""
+    secret_path: str = ""
+    """File holding the deployment secret that signs policy weights (empty:
+    <run_dir>/auth/secret). Created (mode 0600) when missing; a robot PC or another node
+    needs a copy of the learner's file at the path its own config names."""
     num_reward_replicas: int = 1
     """Reward server replicas."""
     num_actors: int = 1

@@ -1,0 +1,145 @@
+"""The deployment secret and the authenticators it keys: nothing from the network is trusted.
+
+One secret per deployment, ``<run_dir>/auth/secret`` (``deploy.secret_path`` to choose another
+file): 256 random bits, created with mode 0600 when missing and reused when present, so a
+single machine is protected without configuration. On a robot PC or another node, copy the
+file to the path its config names (like the Ray token, ``robofume/ray_auth.py``).
+
+Policy weights: the learner signs every publish with HMAC-SHA256 over the manifest (names,
+shapes, dtypes, version, learner session, config hash) and the raw bytes of every array, in
+manifest order. An actor loads weights only when :func:`check_weights` finds them signed with
+the secret, published under its own config hash, and not older than what it runs. Order is
+``(session, version)``: a learner restarted from an older checkpoint starts a new, later
+session (its start time), so its smaller update count is still newer, while an old item
+replayed by someone else is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import stat
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robofume.config import DeployConfig
+
+log = logging.getLogger(__name__)
+
+SECRET_BITS = 256
+MAC_KEY = "mac"
+"""Manifest field holding the authenticator (hex)."""
+
+
+class WeightsRefused(ValueError):
+    """Weights an actor must not run; ``reason`` is a short key for counters."""
+
+    def __init__(self, reason: str, message: str):
+        self.reason = reason
+        super().__init__(message)
+
+
+def secret_path(deploy: DeployConfig) -> Path:
+    """Where this deployment's secret lives (absolute)."""
+    if deploy.secret_path:
+        return Path(deploy.secret_path).expanduser().resolve()
+    return (Path(deploy.run_dir) / "auth" / "secret").expanduser().resolve()
+
+
+def ensure_secret(path: Path) -> bytes:
+    """The secret in ``path``; created (0600, 256 random bits) when missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning("auth: %s was readable by others (mode %o); now 0600", path, mode)
+            path.chmod(0o600)
+        text = path.read_text().strip()
+        if len(text) < SECRET_BITS // 4:
+            raise RuntimeError(
+                f"the deployment secret {path} is empty or too short ({len(text)} hex digits, "
+                f"need {SECRET_BITS // 4}); delete it to make a new one (every process of the "
+                "deployment must then use the new file)"
+            ) from None
+        return text.encode()
+    text = secrets.token_hex(SECRET_BITS // 8)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    log.info("auth: created the deployment secret in %s", path)
+    return text.encode()
+
+
+def deployment_secret(deploy: DeployConfig) -> bytes:
+    """This deployment's secret (created when missing)."""
+    return ensure_secret(secret_path(deploy))
+
+
+def _canonical(manifest: Mapping[str, Any]) -> bytes:
+    body = {k: v for k, v in manifest.items() if k != MAC_KEY}
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def weights_mac(secret: bytes, manifest: Mapping[str, Any], arrays: Sequence[np.ndarray]) -> str:
+    """HMAC-SHA256 (hex) over the manifest (without its MAC) and the arrays' bytes."""
+    mac = hmac.new(secret, _canonical(manifest), hashlib.sha256)
+    for arr in arrays:
+        a = np.ascontiguousarray(arr)
+        mac.update(f"{a.dtype.str}{a.shape}".encode())
+        mac.update(memoryview(a).cast("B"))
+    return mac.hexdigest()
+
+
+def sign_manifest(secret: bytes, manifest: dict[str, Any], arrays: Sequence[np.ndarray]) -> dict:
+    """``manifest`` with its authenticator added."""
+    return {**manifest, MAC_KEY: weights_mac(secret, manifest, arrays)}
+
+
+def check_weights(
+    secret: bytes,
+    manifest: Mapping[str, Any] | None,
+    variables: Mapping[str, np.ndarray],
+    config_hash: str,
+    running: tuple[int, int] | None,
+) -> tuple[int, int]:
+    """``(session, version)`` of authentic weights an actor may run; else :class:`WeightsRefused`.
+
+    ``running`` is the ``(session, version)`` the actor runs (None before its first weights).
+    """
+    if not manifest or not manifest.get(MAC_KEY):
+        raise WeightsRefused("unsigned", "unsigned weights (no authenticator)")
+    names = list(manifest.get("names", []))
+    if sorted(names) != sorted(variables):
+        raise WeightsRefused("forged", "the manifest does not list the variables it came with")
+    expected = weights_mac(secret, manifest, [variables[n] for n in names])
+    if not hmac.compare_digest(expected, str(manifest[MAC_KEY])):
+        raise WeightsRefused(
+            "forged",
+            "wrong authenticator: not signed with this deployment's secret (a forgery, or an "
+            "actor whose secret file differs from the learner's)",
+        )
+    their_hash = manifest.get("config_hash")
+    if not their_hash:
+        raise WeightsRefused("no_config_hash", "signed weights without a config hash")
+    if their_hash != config_hash:
+        raise WeightsRefused(
+            "config_hash",
+            f"published under config hash {their_hash}, this actor runs {config_hash}; start "
+            "the actor with the learner's preset and overrides",
+        )
+    stamp = (int(manifest.get("session", 0)), int(manifest["version"]))
+    if running is not None and stamp < running:
+        raise WeightsRefused(
+            "older",
+            f"session {stamp[0]} version {stamp[1]} is older than the running session "
+            f"{running[0]} version {running[1]} (a replayed old publish)",
+        )
+    return stamp

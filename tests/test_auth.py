@@ -1,0 +1,170 @@
+"""Signed policy weights: the actor runs only what the deployment's learner published.
+
+The attacks are made as a client on the network would: straight into a real Reverb server
+(its weights tables accept anything), read back by the actor's real puller and policy.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+
+import numpy as np
+import pytest
+from actor_support import actor_cfg, policy_variables, start_replay
+
+from actor.weights import REFUSAL_RECHECK_S, WeightsPuller
+from replay.weights import WeightsClient
+from robofume.auth import WeightsRefused, check_weights, ensure_secret, sign_manifest
+from robofume.policy import InferencePolicy
+
+
+def test_secret_is_created_private_and_reused(tmp_path):
+    path = tmp_path / "auth" / "secret"
+    first = ensure_secret(path)
+    assert len(first) == 64 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o644)
+    assert ensure_secret(path) == first
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.write_text("abc")
+    with pytest.raises(RuntimeError, match="too short"):
+        ensure_secret(path)
+
+
+def _signed(secret: bytes, arrays: dict, version: int, session: int, config_hash: str | None):
+    names = sorted(arrays)
+    manifest = {"version": version, "session": session, "config_hash": config_hash,
+                "names": names}  # fmt: skip
+    return sign_manifest(secret, manifest, [arrays[n] for n in names])
+
+
+def test_check_weights_refuses_each_kind_of_bad_weights():
+    key, arrays = b"k" * 64, {"a": np.arange(4, dtype=np.float32), "b": np.ones((2, 2))}
+    good = _signed(key, arrays, 7, 100, "h1")
+    assert check_weights(key, good, arrays, "h1", None) == (100, 7)
+    assert check_weights(key, good, arrays, "h1", (100, 7)) == (100, 7)  # same: allowed
+    assert check_weights(key, good, arrays, "h1", (99, 9000)) == (100, 7)  # a later session
+
+    def reason(manifest, variables=arrays, running=None, config_hash="h1") -> str:
+        with pytest.raises(WeightsRefused) as err:
+            check_weights(key, manifest, variables, config_hash, running)
+        return err.value.reason
+
+    assert reason(None) == "unsigned"
+    assert reason({k: v for k, v in good.items() if k != "mac"}) == "unsigned"
+    tampered = {**arrays, "a": np.zeros(4, np.float32)}
+    assert reason(good, tampered) == "forged"
+    assert reason({**good, "version": 8}) == "forged"  # a signed field changed
+    assert reason(_signed(b"x" * 64, arrays, 7, 100, "h1")) == "forged"  # another secret
+    assert reason(good, {"a": arrays["a"]}) == "forged"  # a variable dropped
+    assert reason(_signed(key, arrays, 7, 100, None)) == "no_config_hash"
+    assert reason(good, config_hash="h2") == "config_hash"
+    assert reason(good, running=(100, 8)) == "older"
+    assert reason(good, running=(101, 0)) == "older"
+
+
+def _forge(address: str, variables: dict, version: int, manifest_extra: dict) -> None:
+    """What an attacker can do: write a weights item straight into Reverb."""
+    client = WeightsClient(address)
+    names = sorted(variables)
+    arrays = [np.ascontiguousarray(variables[n]) for n in names]
+    manifest = {"version": version, "names": names, "shapes": [list(a.shape) for a in arrays],
+                "dtypes": [a.dtype.str for a in arrays], **manifest_extra}  # fmt: skip
+    step = {"version": np.asarray(version, np.int64),
+            "manifest": np.frombuffer(json.dumps(manifest).encode(), np.uint8).copy()}  # fmt: skip
+    step.update({f"v{i:05d}": a for i, a in enumerate(arrays)})
+    client._insert(step)
+
+
+def test_actor_runs_only_authentic_newer_weights(tmp_path):
+    from robofume.auth import deployment_secret
+
+    cfg = actor_cfg(tmp_path)
+    server = start_replay(cfg, tmp_path / "replay_ckpt")
+    try:
+        address = server.address
+        secret = deployment_secret(cfg.deploy)
+        learner = WeightsClient(address, secret=secret, session=2_000)
+        policy = InferencePolicy(cfg)
+        puller = WeightsPuller(WeightsClient(address), policy, cfg.hash, secret, 0.05, address)
+
+        def check(version: int) -> None:
+            puller._refused_at.clear()  # do not wait REFUSAL_RECHECK_S between attempts
+            puller._check_once()
+            assert puller.learner_version == version
+
+        genuine = policy_variables(cfg, seed=1)
+        learner.publish(genuine, 10, cfg.hash)
+        check(10)
+        assert policy.version == 10 and puller.running == (2_000, 10)
+        before = {k: v.clone() for k, v in policy.model.state_dict().items()}
+
+        zeros = {k: np.zeros_like(v) for k, v in genuine.items()}
+        attacks = {
+            "unsigned": lambda v: _forge(address, zeros, v, {}),
+            "forged": lambda v: _forge(
+                address, zeros, v, {"config_hash": cfg.hash, "session": 9_999, "mac": "00" * 32}
+            ),
+            "no_config_hash": lambda v: _forge_signed_without_hash(address, secret, zeros, v),
+            "config_hash": lambda v: WeightsClient(address, secret=secret).publish(
+                zeros, v, "0123456789ab"
+            ),
+            "older": lambda v: WeightsClient(address, secret=secret, session=1_000).publish(
+                zeros, v, cfg.hash
+            ),
+            "malformed": lambda v: _forge_malformed(address, v),
+        }
+        for n, (reason, attack) in enumerate(attacks.items()):
+            attack(999_990 + n)
+            check(999_990 + n)
+            assert puller.refusals[reason] == 1, (reason, dict(puller.refusals))
+            assert policy.version == 10, reason  # still running the genuine weights
+            for key, value in policy.model.state_dict().items():
+                assert bool((value == before[key]).all()), (reason, key)
+            assert f"v{999_990 + n}" in puller.last_error
+        assert sorted(puller.refused) == [999_990 + n for n in range(len(attacks))]
+
+        # a learner resumed from an older checkpoint: a new session, a smaller version
+        resumed = WeightsClient(address, secret=secret, session=3_000)
+        resumed.publish(policy_variables(cfg, seed=2), 5, cfg.hash)
+        check(5)
+        assert policy.version == 5 and puller.running == (3_000, 5)
+        assert REFUSAL_RECHECK_S >= 1.0
+    finally:
+        server.stop(checkpoint=False)
+
+
+def _forge_signed_without_hash(address, secret, variables, version) -> None:
+    names = sorted(variables)
+    arrays = [np.ascontiguousarray(variables[n]) for n in names]
+    manifest = {"version": version, "session": 5_000, "config_hash": None, "names": names,
+                "shapes": [list(a.shape) for a in arrays],
+                "dtypes": [a.dtype.str for a in arrays]}  # fmt: skip
+    manifest = sign_manifest(secret, manifest, arrays)
+    step = {"version": np.asarray(version, np.int64),
+            "manifest": np.frombuffer(json.dumps(manifest).encode(), np.uint8).copy()}  # fmt: skip
+    step.update({f"v{i:05d}": a for i, a in enumerate(arrays)})
+    WeightsClient(address)._insert(step)
+
+
+def _forge_malformed(address, version) -> None:
+    step = {"version": np.asarray(version, np.int64),
+            "manifest": np.frombuffer(b"{not json", np.uint8).copy(),
+            "v00000": np.zeros(3, np.float32)}  # fmt: skip
+    WeightsClient(address)._insert(step)
+
+
+def test_publish_is_signed_end_to_end(tmp_path):
+    cfg = actor_cfg(tmp_path)
+    server = start_replay(cfg, tmp_path / "replay_ckpt")
+    try:
+        client = WeightsClient(server.address, secret=b"s" * 64, session=int(time.time()))
+        client.publish({"w": np.ones(3, np.float32)}, 4, "h")
+        fetched = client.fetch()
+        assert fetched.manifest["mac"] and fetched.manifest["session"] == client.session
+        assert check_weights(b"s" * 64, fetched.manifest, fetched.variables, "h", None)
+        with pytest.raises(WeightsRefused, match="not signed with this deployment's secret"):
+            check_weights(b"t" * 64, fetched.manifest, fetched.variables, "h", None)
+    finally:
+        server.stop(checkpoint=False)
