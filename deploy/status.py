@@ -137,6 +137,12 @@ def format_report(report: dict[str, Any]) -> str:
             "label_lag_steps_mean",
         )
         lines.append(f"{name:<8} " + _fields(actor, keys) + flag)
+        refusals = actor.get("weights_refusals") or {}
+        if refusals:
+            counts = ", ".join(f"{n} {reason}" for reason, n in sorted(refusals.items()))
+            lines.append(
+                f"{'':<8} REFUSED policy weights: {counts} (last: {actor.get('last_error')})"
+            )
     if not report["actors"]:
         lines.append("actors   no heartbeat")
     return "\n".join(lines)

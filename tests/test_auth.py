@@ -168,3 +168,16 @@ def test_publish_is_signed_end_to_end(tmp_path):
             check_weights(b"t" * 64, fetched.manifest, fetched.variables, "h", None)
     finally:
         server.stop(checkpoint=False)
+
+
+def test_status_shows_refused_weights():
+    from deploy.status import format_report
+
+    actor = {"state": "running", "weights_refusals": {"forged": 2, "older": 1},
+             "last_error": "refusing policy weights v9: wrong authenticator"}  # fmt: skip
+    report = {"run_dir": "r", "config_hash": "h", "phases": None, "reward": [], "learner": None,
+              "replay": {"address": "127.0.0.1:8000", "healthy": True},
+              "actors": {"actor_0": actor}}  # fmt: skip
+    text = format_report(report)
+    assert "REFUSED policy weights: 2 forged, 1 older" in text
+    assert "wrong authenticator" in text
