@@ -74,6 +74,7 @@ class LabelTracker:
         if self.consecutive_failures:
             log.info("reward server reachable again after %d failed calls", self.failures)
         self.consecutive_failures = 0
+        self.last_error = ""  # a stale error would outlive the recovery in status
 
     def _fail(self, err: BaseException) -> None:
         self.failures += 1

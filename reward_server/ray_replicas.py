@@ -48,6 +48,7 @@ class RewardReplica:
         tls_key: str = "",
         device: str = "auto",
         run_dir: str = "",
+        allow_insecure_remote: bool = False,
     ):
         from robofume.logs import setup_logging
 
@@ -62,7 +63,14 @@ class RewardReplica:
             torch.set_num_threads(cfg.torch_threads)
         self.model = load_reward_model(checkpoint, device=device)
         self.handle = start_server_thread(
-            self.model, cfg, host, port, token=token, tls_cert=tls_cert, tls_key=tls_key
+            self.model,
+            cfg,
+            host,
+            port,
+            token=token,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            allow_insecure_remote=allow_insecure_remote,
         )
         advertised = host
         if host in WILDCARD_HOSTS:
@@ -176,6 +184,7 @@ def launch_replicas(
             cfg.deploy.tls_cert,
             cfg.deploy.tls_key,
             device,
+            allow_insecure_remote=cfg.deploy.allow_insecure_remote,
         )
         for i in range(n)
     ]

@@ -29,6 +29,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -36,7 +37,13 @@ from protos import reward_pb2, reward_pb2_grpc
 from reward_server.batcher import DynamicBatcher
 from reward_server.model import RewardModel
 from robofume.config.reward import RewardConfig
-from robofume.grpc_utils import TokenAuthInterceptor, add_port, server_options
+from robofume.grpc_utils import (
+    TokenAuthInterceptor,
+    add_port,
+    check_bind,
+    describe_host,
+    server_options,
+)
 from robofume.questions import UnknownTaskError
 
 log = logging.getLogger(__name__)
@@ -47,6 +54,50 @@ MB = 1024 * 1024
 
 class BadRequest(ValueError):
     """A request the server rejects with INVALID_ARGUMENT (the message says why)."""
+
+
+ENCODED_FORMATS = ("PNG", "JPEG")
+
+
+def frame_size(frame: reward_pb2.Frame, i: int) -> tuple[int, int]:
+    """(height, width) of a frame without decoding its pixels (encoded: the image header)."""
+    kind = frame.WhichOneof("image")
+    if kind == "raw":
+        return frame.raw.height, frame.raw.width
+    if kind == "encoded":
+        import io
+
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(frame.encoded)) as image:  # reads the header only
+                fmt, (w, h) = image.format, image.size
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+            raise BadRequest(
+                f"frame {i}: cannot decode the encoded image's header (PNG or JPEG expected)"
+            ) from None
+        if fmt not in ENCODED_FORMATS:
+            raise BadRequest(f"frame {i}: encoded as {fmt}; send PNG or JPEG")
+        return h, w
+    raise BadRequest(f"frame {i}: has no image (set raw or encoded)")
+
+
+def check_pixels(frames: Sequence[reward_pb2.Frame], max_frame: int, max_request: int) -> None:
+    """BadRequest when a frame or the request would decode to more pixels than allowed."""
+    total = 0
+    for i, frame in enumerate(frames):
+        h, w = frame_size(frame, i)
+        if h * w > max_frame:
+            raise BadRequest(
+                f"frame {i}: {h}x{w} is {h * w} pixels; the limit is {max_frame} per frame "
+                "(reward.max_frame_pixels)"
+            )
+        total += h * w
+        if total > max_request:
+            raise BadRequest(
+                f"frames 0-{i} hold {total} pixels; the limit is {max_request} per request "
+                "(reward.max_request_pixels): send fewer or smaller frames"
+            )
 
 
 def decode_frame(frame: reward_pb2.Frame, i: int) -> np.ndarray:
@@ -87,6 +138,39 @@ def stack_frames(frames: Sequence[np.ndarray]) -> np.ndarray:
                 f"{'x'.join(map(str, first))}; one request holds frames of one size"
             )
     return np.stack(frames)
+
+
+def _parsing(method: Any, message_type: Any) -> Any:
+    """Wrap ``method`` to take raw bytes: bytes that are not a ``message_type`` get
+    INVALID_ARGUMENT with a message (gRPC's own deserializer would answer UNKNOWN)."""
+    name = message_type.DESCRIPTOR.name
+
+    async def handler(raw: bytes, context: Any) -> Any:
+        try:
+            request = message_type.FromString(raw)
+        except DecodeError:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a {name} ({len(raw)} bytes that do not parse as one)",
+            )
+        return await method(request, context)
+
+    return handler
+
+
+def add_reward_service(servicer: RewardServicer, server: grpc.aio.Server) -> None:
+    """``reward_pb2_grpc.add_RewardServicer_to_server`` with requests parsed by the servicer."""
+    handlers = {
+        "Score": grpc.unary_unary_rpc_method_handler(
+            _parsing(servicer.Score, reward_pb2.ScoreRequest),
+            response_serializer=reward_pb2.ScoreResponse.SerializeToString,
+        ),
+        "GetInfo": grpc.unary_unary_rpc_method_handler(
+            _parsing(servicer.GetInfo, reward_pb2.InfoRequest),
+            response_serializer=reward_pb2.InfoResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
 
 
 class RewardServicer(reward_pb2_grpc.RewardServicer):
@@ -147,11 +231,13 @@ class RewardServer:
         token: str = "",
         tls_cert: str = "",
         tls_key: str = "",
+        allow_insecure_remote: bool = False,
     ):
         self.model = model
         self.cfg = cfg
         self.token = token
         self.tls = (tls_cert, tls_key)
+        self.allow_insecure_remote = allow_insecure_remote
         self.requests = 0
         self.rejected = 0
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=4096)
@@ -200,6 +286,7 @@ class RewardServer:
                 f"request has {n} frames; the limit is {self.cfg.max_frames_per_request} "
                 "(reward.max_frames_per_request)"
             )
+        check_pixels(request.frames, self.cfg.max_frame_pixels, self.cfg.max_request_pixels)
         if any(f.WhichOneof("image") == "encoded" for f in request.frames):
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._decode_pool, self._decode_all, request)
@@ -239,7 +326,12 @@ class RewardServer:
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Bind, start serving and report SERVING; returns the bound port."""
+        """Bind, start serving and report SERVING; returns the bound port.
+
+        Beyond loopback without a token it refuses (:func:`check_bind`) unless
+        ``allow_insecure_remote``.
+        """
+        check_bind(host, self.token, self.tls[0], self.allow_insecure_remote, "reward server")
         if self.cfg.torch_threads > 0:
             import torch
 
@@ -251,7 +343,7 @@ class RewardServer:
             interceptors=interceptors,
             options=server_options(4 * self.cfg.max_message_mb + 1),
         )
-        reward_pb2_grpc.add_RewardServicer_to_server(RewardServicer(self), self._server)
+        add_reward_service(RewardServicer(self), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         names = (
             SERVICE_NAME,
@@ -265,9 +357,11 @@ class RewardServer:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "reward server %s:%d serving %s (max batch %d, max wait %.1f ms)",
-            host,
+            "reward server listening on %s port %d (%s) serving %s (max batch %d, max wait "
+            "%.1f ms)",
+            describe_host(host),
             self.port,
+            "TLS" if self.tls[0] else "plaintext",
             self.model.version,
             self.cfg.max_batch_size,
             self.cfg.max_wait_ms,
@@ -334,6 +428,8 @@ def start_server_thread(
     token: str = "",
     tls_cert: str = "",
     tls_key: str = "",
+    allow_insecure_remote: bool = False,
 ) -> ServerThread:
     """Serve ``model`` from a background thread; returns once it is SERVING."""
-    return ServerThread(RewardServer(model, cfg, token, tls_cert, tls_key), host, port)
+    server = RewardServer(model, cfg, token, tls_cert, tls_key, allow_insecure_remote)
+    return ServerThread(server, host, port)

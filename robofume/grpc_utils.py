@@ -9,11 +9,13 @@
   (:class:`TokenAuthInterceptor` for grpc.aio, :class:`SyncTokenAuthInterceptor` for grpc).
 - TLS: :func:`server_credentials`, :func:`channel_credentials`, :func:`add_port` and
   :func:`make_channel` pick TLS when a certificate is configured, plaintext otherwise.
+- :func:`check_bind`: no server listens beyond loopback without a token unless told to.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +25,7 @@ from typing import Any, TypeVar
 import grpc
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 TOKEN_KEY = "x-robofume-token"
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
@@ -226,6 +229,55 @@ def server_credentials(cert: str, key: str) -> grpc.ServerCredentials:
 def channel_credentials(cert: str) -> grpc.ChannelCredentials:
     """TLS channel credentials trusting ``cert`` (the server's certificate or its CA)."""
     return grpc.ssl_channel_credentials(root_certificates=_read(cert))
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class InsecureBindError(RuntimeError):
+    """A server was asked to listen beyond loopback without a token."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for a loopback host (127.x.x.x, localhost, ::1)."""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def describe_host(host: str) -> str:
+    """Where ``host`` listens, in words (``0.0.0.0`` is every interface, not an address)."""
+    if host in ("0.0.0.0", "", "[::]", "::"):
+        return f"all interfaces ({host or '0.0.0.0'})"
+    return host
+
+
+def check_bind(host: str, token: str, tls_cert: str, allow_insecure: bool, what: str) -> None:
+    """Refuse to listen beyond loopback without a token, unless explicitly allowed (then warn).
+
+    A token without TLS beyond loopback is accepted with a warning: it travels in plaintext.
+    """
+    if is_loopback(host):
+        return
+    if not token:
+        if not allow_insecure:
+            raise InsecureBindError(
+                f"{what}: refusing to listen on {describe_host(host)} without a token: anyone "
+                "on the network could use it. Set deploy.token (and deploy.tls_cert / "
+                "deploy.tls_key), bind loopback (deploy.bind_host 127.0.0.1), or accept the "
+                "risk with deploy.allow_insecure_remote true"
+            )
+        log.warning(
+            "%s listens on %s WITHOUT a token or TLS (deploy.allow_insecure_remote): anyone "
+            "on the network can call it",
+            what,
+            describe_host(host),
+        )
+    elif not tls_cert:
+        log.warning(
+            "%s listens on %s with a token but without TLS: the token travels in plaintext "
+            "(set deploy.tls_cert / deploy.tls_key)",
+            what,
+            describe_host(host),
+        )
 
 
 def add_port(server: Any, address: str, tls_cert: str = "", tls_key: str = "") -> int:

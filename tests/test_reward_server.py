@@ -312,3 +312,71 @@ def test_telemetry_logs_latency_and_batch_size(tmp_path):
     acc = EventAccumulator(str(tmp_path))
     acc.Reload()
     assert [e.value for e in acc.Scalars(tags.REWARD_BATCH_SIZE)] == [3.0, 1.0]
+
+
+def _png(size: tuple[int, int]) -> bytes:
+    """A PNG that decodes to ``size`` (w, h) RGB pixels but stores 1 bit each (a few KB)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("1", size).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_decompression_bombs_are_refused_before_decoding(stub, server):
+    bomb = _png((8000, 8000))
+    assert len(bomb) < 200_000  # tiny on the wire, 192 MB decoded
+    req = reward_pb2.ScoreRequest(task="vase_forward", frames=[reward_pb2.Frame(encoded=bomb)])
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Score(req, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "frame 0: 8000x8000 is 64000000 pixels; the limit is 1048576" in info.value.details()
+    many = [reward_pb2.Frame(encoded=_png((1000, 1000))) for _ in range(20)]
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Score(reward_pb2.ScoreRequest(task="vase_forward", frames=many), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "frames 0-16 hold 17000000 pixels; the limit is 16777216" in info.value.details()
+    gif = reward_pb2.Frame(encoded=b"GIF89a" + b"\x01\x00\x01\x00" + b"\x00" * 20)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Score(reward_pb2.ScoreRequest(task="vase_forward", frames=[gif]), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    ok = reward_pb2.ScoreRequest(task="vase_forward", frames=[raw(frames(1)[0])])
+    assert len(stub.Score(ok, timeout=10).probs) == 1  # still serving
+
+
+def test_garbage_bytes_get_invalid_argument(server):
+    from reward_server.server import SERVICE_NAME
+
+    with grpc.insecure_channel(server.address) as channel:
+        call = channel.unary_unary(f"/{SERVICE_NAME}/Score")  # no serializer: raw bytes
+        with pytest.raises(grpc.RpcError) as info:
+            call(b"\xff\xfe not a protobuf message \x00\x01", timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a ScoreRequest" in info.value.details()
+        info_call = channel.unary_unary(f"/{SERVICE_NAME}/GetInfo")
+        with pytest.raises(grpc.RpcError) as info:
+            info_call(b"\xff\xff\xff", timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_no_listening_beyond_loopback_without_a_token(model, caplog):
+    import logging
+
+    from robofume.grpc_utils import InsecureBindError
+
+    caplog.set_level(logging.INFO)
+    with pytest.raises(InsecureBindError, match=r"refusing to listen on all interfaces"):
+        start_server_thread(model, CFG, host="0.0.0.0")
+    handle = start_server_thread(model, CFG, host="0.0.0.0", allow_insecure_remote=True)
+    try:
+        assert "WITHOUT a token" in caplog.text
+        assert f"listening on all interfaces (0.0.0.0) port {handle.server.port}" in caplog.text
+    finally:
+        handle.stop()
+    handle = start_server_thread(model, CFG, host="0.0.0.0", token="s3cret")
+    try:
+        assert "the token travels in plaintext" in caplog.text
+    finally:
+        handle.stop()

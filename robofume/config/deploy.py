@@ -60,6 +60,9 @@ class DeployConfig:
     reward.torch_threads, when set, win for their process."""
     token: str = ""
     """Shared token required on cross-machine links (empty: no check, loopback only)."""
+    allow_insecure_remote: bool = False
+    """Let gRPC servers listen beyond loopback without a token (loudly logged); by default
+    they refuse to start."""
     tls_cert: str = ""
     """PEM certificate for TLS on gRPC links (empty: plaintext)."""
     tls_key: str = ""

@@ -89,6 +89,11 @@ class RewardConfig:
     """`vlm`: weight dtype (`auto`: bfloat16 on CUDA, float32 on CPU)."""
     max_frames_per_request: int = 256
     """Server: most frames accepted in one Score request."""
+    max_frame_pixels: int = 1024 * 1024
+    """Server: most pixels (height x width) of one frame, checked from the image header before
+    anything is decoded (a small PNG can decode to gigabytes)."""
+    max_request_pixels: int = 16 * 1024 * 1024
+    """Server: most pixels of all frames of one request together (16 Mpx: 48 MB decoded)."""
     executor_threads: int = 1
     """Server: threads running the model (one keeps batches serial on a small CPU)."""
     torch_threads: int = 0
