@@ -57,7 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    log.info("replay server ready at %s (config %s)", server.address, cfg.hash)
+    log.info("replay server ready on port %d, all interfaces (config %s)", server.port, cfg.hash)
     while not done.wait(1.0):
         pass
     server.stop(checkpoint=True)

@@ -94,6 +94,13 @@ class ReplayServer:
                 self._server.stop()
                 raise
         stats = self.stats()
+        log.warning(
+            "replay server listening on ALL interfaces port %d (Reverb cannot bind a single "
+            "interface; clients use %s): anyone who reaches this port can read and write "
+            "replay, so keep it behind a firewall or on a trusted network",
+            self.port,
+            self.address,
+        )
         log.info(
             "replay server on port %d (checkpoints in %s%s): online size %d",
             self.port,
