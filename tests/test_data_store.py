@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from robofume.data import DatasetError, EpisodeFile, read_episodes, write_episodes
+from robofume.data import DatasetError, EpisodeFile, EpisodeWriter, read_episodes, write_episodes
 from robofume.types import Episode
 
 
@@ -213,3 +213,73 @@ def test_empty_file_roundtrip(tmp_path):
     assert read_episodes(path) == []
     with EpisodeFile(path) as f:
         assert f.summary()["episodes"] == 0
+
+
+def _temp_files(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_replacing_with_fewer_episodes_needs_overwrite(stored, tmp_path):
+    path, episodes = stored
+    before = path.read_bytes()
+    for fewer in ([], episodes[:2]):
+        want = rf"eps\.hdf5: holds 3 episodes; refusing to replace it with {len(fewer)}"
+        with pytest.raises(DatasetError, match=want):
+            write_episodes(path, fewer)
+        assert path.read_bytes() == before
+    refused = pytest.raises(DatasetError, match=r"holds 3 episodes.*overwrite=True")
+    with refused, EpisodeWriter(path) as writer:
+        writer.write(episodes[0])
+    assert path.read_bytes() == before and _temp_files(tmp_path) == []
+    write_episodes(path, episodes[::-1])  # as many: replaced without the flag
+    assert [e.task for e in read_episodes(path)] == [e.task for e in episodes[::-1]]
+    write_episodes(path, episodes[:1], overwrite=True)
+    assert len(read_episodes(path)) == 1 and _temp_files(tmp_path) == []
+
+
+def test_writer_refuses_directories_and_foreign_files_before_writing(tmp_path):
+    folder = tmp_path / "folder.hdf5"
+    folder.mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(DatasetError, match=r"folder\.hdf5: is a directory"):
+            EpisodeWriter(folder, overwrite=overwrite).__enter__()
+    assert list(folder.iterdir()) == []
+    foreign = tmp_path / "notes.hdf5"
+    foreign.write_bytes(b"my notes")
+    with pytest.raises(DatasetError, match=r"notes\.hdf5: exists and is not a robofume episode"):
+        write_episodes(foreign, [make_episode(3)])
+    other = tmp_path / "other.hdf5"
+    with h5py.File(other, "w") as f:
+        f.create_dataset("x", data=[1])
+    other_bytes = other.read_bytes()
+    with pytest.raises(DatasetError, match=r"other\.hdf5: exists and is not a robofume episode"):
+        write_episodes(other, [make_episode(3)])
+    assert foreign.read_bytes() == b"my notes" and other.read_bytes() == other_bytes
+    assert _temp_files(tmp_path) == []
+    write_episodes(foreign, [make_episode(3)], overwrite=True)
+    assert len(read_episodes(foreign)) == 1
+
+
+def test_any_failure_while_writing_leaves_no_temp_file(stored, tmp_path, monkeypatch):
+    path, episodes = stored
+    before = path.read_bytes()
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), EpisodeWriter(path) as writer:
+        writer.write(episodes[0])
+        raise Boom
+    assert path.read_bytes() == before and _temp_files(tmp_path) == []
+
+    def failing_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("robofume.data.hdf5.os.replace", failing_replace)
+    with pytest.raises(OSError, match="No space left"):
+        write_episodes(path, episodes)
+    assert path.read_bytes() == before and _temp_files(tmp_path) == []
+    blocked = tmp_path / "file" / "x.hdf5"
+    (tmp_path / "file").write_text("a file where a folder should be")
+    with pytest.raises(DatasetError, match=r"x\.hdf5: cannot create the file"):
+        write_episodes(blocked, episodes)

@@ -237,8 +237,11 @@ def generate_dataset(cfg: ExperimentConfig, out_dir: str | Path | None = None) -
     steps: Counter[str] = Counter()
     attrs = {"generator": "robofume generate", "config_hash": data_hash(cfg), "seed": cfg.data.seed}
     with ExitStack() as stack:
+        # generation owns these files: a run with smaller counts legitimately replaces them
         writers = {
-            k: stack.enter_context(EpisodeWriter(out / f"{k}.hdf5", {**attrs, "contents": k}))
+            k: stack.enter_context(
+                EpisodeWriter(out / f"{k}.hdf5", {**attrs, "contents": k}, overwrite=True)
+            )
             for k in counts
         }
         pool = None

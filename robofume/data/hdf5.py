@@ -21,7 +21,9 @@ Every array carries a Fletcher-32 checksum, so a flipped byte is a read error ra
 silently wrong data. Unlike robomimic there is no ``next_obs`` group: ``obs`` holds T+1
 frames and step t goes from ``obs[t]`` to ``obs[t+1]`` (see :class:`robofume.types.Episode`).
 Files are written to a temporary name and renamed when complete, so a crash never leaves a
-half-written dataset under the final name.
+half-written dataset under the final name, and a failed write leaves no temporary file. A
+writer refuses to replace an existing episode file with one of fewer episodes (an empty one
+included), or to replace anything that is not an episode file, unless ``overwrite=True``.
 """
 
 from __future__ import annotations
@@ -81,11 +83,47 @@ def _task_index(name: str) -> int:
         return -1
 
 
+def _episode_count(path: Path) -> int:
+    """``num_episodes`` of a robofume episode file (its attrs only; cheap for big files)."""
+    with h5py.File(path, "r") as f:
+        if _decode_attr(f.attrs.get("format")) != FORMAT or "num_episodes" not in f.attrs:
+            raise ValueError(f"no {FORMAT!r} format attribute")
+        return int(f.attrs["num_episodes"])
+
+
+def check_target(path: str | Path, overwrite: bool = False) -> int | None:
+    """Check that an episode file may be written at ``path``, before any work is done.
+
+    Returns the number of episodes of the existing episode file that a write would replace,
+    or None when nothing is there (or ``overwrite`` is set). Raises DatasetError when
+    ``path`` is a directory and, without ``overwrite``, when it is a file that is not a
+    robofume episode file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DatasetError(path, "is a directory; expected the path of an .hdf5 file to write")
+    if overwrite or not path.exists():
+        return None
+    try:
+        return _episode_count(path)
+    except Exception as err:  # h5py raises OSError with HDF5's message
+        raise DatasetError(
+            path,
+            f"exists and is not a robofume episode file ({err}); refusing to replace it "
+            "(pass overwrite=True, or --overwrite on the command line, to replace it)",
+        ) from None
+
+
 class EpisodeWriter:
     """Streams episodes into a new HDF5 file (use as a context manager).
 
     ``with EpisodeWriter(path, attrs={"source": "sim"}) as w: w.write(episode)``. The file
-    appears under ``path`` only when the block ends without an exception.
+    appears under ``path`` only when the block ends without an exception; otherwise nothing
+    is left behind and an existing file at ``path`` is untouched.
+
+    Without ``overwrite`` an existing episode file is replaced only by one with at least as
+    many episodes, and a path holding anything else is refused (DatasetError, raised when the
+    block is entered or, for the episode count, when it ends). A directory is always refused.
     """
 
     def __init__(
@@ -93,12 +131,15 @@ class EpisodeWriter:
         path: str | Path,
         attrs: dict[str, Any] | None = None,
         compression: str | None = "lzf",
+        *,
+        overwrite: bool = False,
     ) -> None:
         if compression not in (None, "lzf", "gzip"):
             raise ValueError(f"compression must be None, 'lzf' or 'gzip', not {compression!r}")
         self.path = Path(path)
         self.attrs = dict(attrs or {})
         self.compression = compression
+        self.overwrite = overwrite
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self._file: h5py.File | None = None
         self._count = 0
@@ -110,10 +151,14 @@ class EpisodeWriter:
         self._kinds: dict[str, int] = {}
 
     def __enter__(self) -> EpisodeWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # the HDF5 1.10 format indexes small chunked arrays compactly (~2.5x less overhead
-        # per episode than the 1.8 default); any HDF5 >= 1.10 (h5py >= 2.8) reads it
-        self._file = h5py.File(self._tmp, "w", libver=("v110", "v110"))
+        check_target(self.path, self.overwrite)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # the HDF5 1.10 format indexes small chunked arrays compactly (~2.5x less overhead
+            # per episode than the 1.8 default); any HDF5 >= 1.10 (h5py >= 2.8) reads it
+            self._file = h5py.File(self._tmp, "w", libver=("v110", "v110"))
+        except OSError as err:
+            raise DatasetError(self.path, f"cannot create the file: {err}") from None
         self._file.create_group("data")
         return self
 
@@ -190,18 +235,30 @@ class EpisodeWriter:
             {"image_size": shape[0], "action_dim": self._action_dim or 0}
         )
 
+    def _check_replace(self) -> None:
+        """Refuse to replace an episode file with one of fewer episodes (unless overwrite)."""
+        before = check_target(self.path, self.overwrite)
+        if before is not None and self._count < before:
+            raise DatasetError(
+                self.path,
+                f"holds {before} episodes; refusing to replace it with {self._count} "
+                "(pass overwrite=True, or --overwrite on the command line, to replace it)",
+            )
+
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._file is not None
         try:
+            try:
+                if exc_type is None:
+                    self._finish()
+            finally:
+                self._file.close()
+                self._file = None
             if exc_type is None:
-                self._finish()
+                self._check_replace()
+                os.replace(self._tmp, self.path)
         finally:
-            self._file.close()
-            self._file = None
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+            self._tmp.unlink(missing_ok=True)  # a no-op once renamed
 
 
 def write_episodes(
@@ -209,9 +266,15 @@ def write_episodes(
     episodes: Iterable[Episode],
     attrs: dict[str, Any] | None = None,
     compression: str | None = "lzf",
+    *,
+    overwrite: bool = False,
 ) -> Path:
-    """Write episodes to a new HDF5 file (replacing an existing one atomically)."""
-    with EpisodeWriter(path, attrs=attrs, compression=compression) as writer:
+    """Write episodes to an HDF5 file atomically.
+
+    An existing episode file is replaced only by one with at least as many episodes unless
+    ``overwrite`` (see :class:`EpisodeWriter`).
+    """
+    with EpisodeWriter(path, attrs=attrs, compression=compression, overwrite=overwrite) as writer:
         for episode in episodes:
             writer.write(episode)
     return Path(path)
