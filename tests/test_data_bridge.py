@@ -203,3 +203,190 @@ def test_bad_bridge_inputs_name_the_problem(tmp_path):
     np.save(bad_npy, arr)
     with pytest.raises(DatasetError, match=r"traj 0.*'state'"):
         import_bridge(bad_npy, tmp_path / "o.hdf5", fmt="npy")
+
+
+# -- no destructive writes -------------------------------------------------------------
+
+LANG = "Put the pot in the sink."
+
+
+def _steps(t: dict) -> list[dict]:
+    return [{"images0": f, "state": s} for f, s in zip(t["frames"], t["states"], strict=True)]
+
+
+def _save_npy(path, items: list[dict]):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.empty(len(items), dtype=object)
+    arr[:] = items
+    np.save(path, arr)
+    return path
+
+
+def _labeled(n: int, language=LANG) -> list[dict]:
+    return [
+        {"observations": _steps(t), "actions": t["actions"], "language": [language]}
+        for t in (_traj(i) for i in range(n))
+    ]
+
+
+def _import_cli(src, out, *extra: str) -> int:
+    return main(["import-bridge", str(src), "--out", str(out), "--image-size", "32", *extra])
+
+
+def _leftovers(folder) -> list[str]:
+    """Temporary files a writer left behind."""
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".tmp"))
+
+
+@pytest.fixture
+def existing(tmp_path):
+    """A 4-episode output file and its bytes."""
+    out = tmp_path / "bridge.hdf5"
+    assert _import_cli(_save_npy(tmp_path / "four" / "out.npy", _labeled(4)), out) == 0
+    assert len(read_episodes(out)) == 4
+    return out, out.read_bytes()
+
+
+def test_unlabeled_source_is_an_error_and_writes_nothing(tmp_path, existing, caplog):
+    out, before = existing
+    src = _save_npy(tmp_path / "unlabeled" / "out.npy", _labeled(2, language=""))
+    for extra in ((), ("--overwrite",)):  # zero episodes is an error even with --overwrite
+        caplog.clear()
+        assert _import_cli(src, out, *extra) == 1
+        assert out.read_bytes() == before
+        assert str(src) in caplog.text
+        assert "no episodes imported: none of its 2 trajectories has a language" in caplog.text
+    fresh = tmp_path / "fresh.hdf5"
+    with pytest.raises(DatasetError, match=r"none of its 2 trajectories.*fresh\.hdf5 was not"):
+        import_bridge(src, fresh, fmt="npy")
+    empty = _save_npy(tmp_path / "empty" / "out.npy", [])
+    with pytest.raises(DatasetError, match=r"empty/out\.npy: no episodes imported: it holds no"):
+        import_bridge(empty, fresh, fmt="npy")
+    assert not fresh.exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_fewer_episodes_need_overwrite(tmp_path, existing, caplog):
+    out, before = existing
+    two = _save_npy(tmp_path / "two" / "out.npy", _labeled(2))
+    assert _import_cli(two, out) == 1
+    assert out.read_bytes() == before
+    assert "holds 4 episodes; refusing to replace it with 2" in caplog.text
+    assert "--overwrite" in caplog.text
+    assert _leftovers(tmp_path) == []
+    assert _import_cli(two, out, "--overwrite") == 0
+    assert len(read_episodes(out)) == 2
+    # as many or more episodes (a re-run, a bigger import) replace the file without the flag
+    assert _import_cli(two, out) == 0
+    assert _import_cli(tmp_path / "four", out) == 0
+    assert len(read_episodes(out)) == 4
+    assert _leftovers(tmp_path) == []
+
+
+def test_out_that_is_not_an_episode_file_is_refused(tmp_path, caplog):
+    src = _save_npy(tmp_path / "src" / "out.npy", _labeled(1))
+    notes = tmp_path / "notes.hdf5"
+    notes.write_text("not a dataset")
+    assert _import_cli(src, notes) == 1
+    assert notes.read_text() == "not a dataset"
+    assert "notes.hdf5: exists and is not a robofume episode file" in caplog.text
+    assert _import_cli(src, src) == 1  # --out the source itself
+    assert np.load(src, allow_pickle=True)[0]["language"] == [LANG]
+    assert _leftovers(tmp_path) == []
+    assert _import_cli(src, notes, "--overwrite") == 0
+    assert len(read_episodes(notes)) == 1
+
+
+def test_out_is_a_directory_fails_before_any_work(tmp_path, caplog, monkeypatch):
+    from robofume.data import bridge
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the source was read before --out was checked")
+
+    monkeypatch.setattr(bridge, "detect_format", no_work)
+    monkeypatch.setattr(bridge, "iter_raw", no_work)
+    src = _save_npy(tmp_path / "src" / "out.npy", _labeled(1))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("x")
+    for extra in ((), ("--overwrite",)):
+        caplog.clear()
+        assert _import_cli(src, folder, *extra) == 1
+        assert f"{folder}: is a directory; expected the path of an .hdf5 file" in caplog.text
+    assert sorted(p.name for p in folder.iterdir()) == ["keep.txt"]
+    assert _leftovers(tmp_path) == []
+
+
+def _as_records(steps: list[dict]) -> np.ndarray:
+    """Per-step observations as a structured array with fields images0 and state."""
+    dtype = [("images0", np.uint8, (SIZE, SIZE, 3)), ("state", np.float32, (7,))]
+    records = np.zeros(len(steps), dtype=dtype)
+    for i, step in enumerate(steps):
+        records[i] = (step["images0"], step["state"])
+    return records
+
+
+def _as_objects(steps: list[dict]) -> np.ndarray:
+    objects = np.empty(len(steps), dtype=object)
+    objects[:] = steps
+    return objects
+
+
+def _as_stacked(steps: list[dict]) -> dict:
+    return {k: np.stack([step[k] for step in steps]) for k in ("images0", "state")}
+
+
+def test_next_observations_as_numpy_arrays(tmp_path):
+    t = _traj(5)
+    obs, nxt = _steps(t)[:-1], _steps(t)[1:]
+    pairs = [
+        (obs, _as_objects(nxt)),  # object array of per-step dicts
+        (obs, _as_records(nxt)),  # structured array
+        (_as_records(obs), _as_records(nxt)),
+        (_as_stacked(obs), _as_stacked(nxt)),  # dicts of stacked arrays
+        (_steps(t), np.empty(0, dtype=object)),  # empty: as if absent
+    ]
+    items = [
+        {
+            "observations": o,
+            "next_observations": n,
+            "actions": t["actions"],
+            "language": np.array(["", LANG]),  # a numpy array of strings, too
+        }
+        for o, n in pairs
+    ]
+    src = _save_npy(tmp_path / "out.npy", items)
+    out = tmp_path / "o.hdf5"
+    stats = import_bridge(src, out, mapping=BridgeMapping(image_size=32))
+    assert stats["episodes"] == len(pairs)
+    for ep in read_episodes(out):
+        _check_episode(ep, t)
+
+
+@pytest.mark.parametrize(
+    ("nxt", "match"),
+    [
+        (np.zeros((STEPS, 7), np.float32), r"key 'next_observations': expected.*got a float32"),
+        (np.zeros(STEPS, dtype=[("images0", np.uint8, (2,))]), r"key 'state': missing in 'next_"),
+        (np.array([1, 2], dtype=object), r"key 'next_observations': step 0 is a int"),
+        ("frames", r"key 'next_observations': expected a list.*got a str"),
+    ],
+    ids=["numeric", "structured-without-state", "object-of-ints", "str"],
+)
+def test_bad_next_observations_name_trajectory_and_key(tmp_path, nxt, match):
+    good = _labeled(1)[0]
+    bad = {**good, "observations": _steps(_traj(0))[:-1], "next_observations": nxt}
+    src = _save_npy(tmp_path / "out.npy", [good, bad])
+    out = tmp_path / "o.hdf5"
+    with pytest.raises(DatasetError, match=r"out\.npy: episode 'traj 1' " + match):
+        import_bridge(src, out, fmt="npy")
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_next_observations_must_match_observations(tmp_path):
+    t = _traj(0)
+    item = {**_labeled(1)[0], "observations": _steps(t)[:-1], "next_observations": _steps(t)[2:]}
+    src = _save_npy(tmp_path / "out.npy", [item])
+    with pytest.raises(DatasetError, match=r"'traj 0' key 'next_observations': 4 steps, but"):
+        import_bridge(src, tmp_path / "o.hdf5", fmt="npy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npy"]

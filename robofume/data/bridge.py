@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from robofume.data.errors import DatasetError
-from robofume.data.hdf5 import EpisodeWriter
+from robofume.data.hdf5 import EpisodeWriter, check_target
 from robofume.logs import progress
 from robofume.types import Episode
 
@@ -156,13 +156,94 @@ def to_episode(raw: RawTrajectory, mapping: BridgeMapping, path: str) -> Episode
 
 
 def _first_language(value: Any) -> str:
+    if value is None:
+        return ""
     if isinstance(value, (bytes, str)):
         value = [value]
-    for item in list(value or []):
+    elif isinstance(value, np.ndarray):
+        value = value.reshape(-1).tolist()
+    for item in list(value):
         text = item.decode() if isinstance(item, bytes) else str(item)
         if text.strip():
             return text.strip()
     return ""
+
+
+_OBS_KEYS = ("images0", "state")
+_OBS_FORMS = (
+    "a list (or 1-D object array) of per-step dicts with 'images0' and 'state', a structured "
+    "array with those fields, or a dict of stacked arrays"
+)
+
+
+def _observations(where: str, name: str, key: str, value: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, states) of one observation sequence, ``observations`` or ``next_observations``.
+
+    Accepted forms: what BridgeData V2 writes (a list of per-step dicts), the same as a 1-D
+    object array, a structured array with fields ``images0`` and ``state``, or a dict holding
+    the stacked ``images0`` (N, H, W, 3) and ``state`` (N, 7) arrays.
+    """
+    if isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, dict) or (isinstance(value, np.ndarray) and value.dtype.names):
+        if isinstance(value, np.ndarray) and value.ndim != 1:
+            raise DatasetError(
+                where, f"a structured array must be 1-D, got shape {value.shape}", name, key
+            )
+        fields = value.keys() if isinstance(value, dict) else value.dtype.names
+        for field_name in _OBS_KEYS:
+            if field_name not in fields:
+                raise DatasetError(where, f"missing in {key!r}", name, field_name)
+        images, states = np.asarray(value["images0"]), np.asarray(value["state"])
+    elif isinstance(value, (list, tuple)) or (
+        isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 1
+    ):
+        steps = list(value)
+        if not steps:
+            raise DatasetError(where, "holds no steps", name, key)
+        for t, step in enumerate(steps):
+            is_record = isinstance(step, np.void) and bool(step.dtype.names)
+            if not (isinstance(step, dict) or is_record):
+                raise DatasetError(
+                    where, f"step {t} is a {type(step).__name__}, expected {_OBS_FORMS}", name, key
+                )
+            fields = step.keys() if isinstance(step, dict) else step.dtype.names
+            for field_name in _OBS_KEYS:
+                if field_name not in fields:
+                    raise DatasetError(where, f"missing in {key!r} step {t}", name, field_name)
+        try:
+            images = np.stack([np.asarray(step["images0"]) for step in steps])
+            states = np.stack([np.asarray(step["state"]) for step in steps])
+        except ValueError as err:
+            raise DatasetError(where, f"frames differ in shape: {err}", name, key) from None
+    else:
+        got = (
+            f"a {value.dtype} array of shape {value.shape}"
+            if isinstance(value, np.ndarray)
+            else f"a {type(value).__name__}"
+        )
+        raise DatasetError(where, f"expected {_OBS_FORMS}; got {got}", name, key)
+    if len(images) != len(states):
+        raise DatasetError(
+            where, f"{len(images)} frames but {len(states)} states", name, f"{key}/state"
+        )
+    try:
+        return images, states.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise DatasetError(where, f"not numeric: {err}", name, f"{key}/state") from None
+
+
+def _has_steps(value: Any) -> bool:
+    """Whether an optional sequence (``next_observations``) is present and not empty."""
+    if isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 0:
+        value = value.item()
+    if value is None:
+        return False
+    if isinstance(value, np.ndarray):
+        return value.size > 0
+    if isinstance(value, (list, tuple)):
+        return len(value) > 0
+    return True  # anything else is checked (and reported) by _observations
 
 
 def read_npy(path: str | Path) -> Iterator[RawTrajectory]:
@@ -183,23 +264,34 @@ def read_npy(path: str | Path) -> Iterator[RawTrajectory]:
         for key in ("observations", "actions"):
             if key not in traj:
                 raise DatasetError(where, "missing", name, key)
-        obs = list(traj["observations"])
-        nxt = list(traj.get("next_observations") or [])
-        if nxt:
-            obs = [*obs, nxt[-1]]
+        images, states = _observations(where, name, "observations", traj["observations"])
+        nxt = traj.get("next_observations")
+        if _has_steps(nxt):
+            nxt_images, nxt_states = _observations(where, name, "next_observations", nxt)
+            if len(nxt_images) != len(images):
+                raise DatasetError(
+                    where,
+                    f"{len(nxt_images)} steps, but 'observations' has {len(images)}",
+                    name,
+                    "next_observations",
+                )
+            if nxt_images.shape[1:] != images.shape[1:]:
+                raise DatasetError(
+                    where,
+                    f"frames are {nxt_images.shape[1:]}, 'observations' {images.shape[1:]}",
+                    name,
+                    "next_observations/images0",
+                )
+            images = np.concatenate([images, nxt_images[-1:]])
+            states = np.concatenate([states, nxt_states[-1:]])
         try:
-            images = np.stack([np.asarray(o["images0"]) for o in obs])
-            states = np.stack([np.asarray(o["state"], dtype=np.float64) for o in obs])
-        except KeyError as err:
-            raise DatasetError(where, "missing in an observation", name, str(err.args[0])) from None
-        except ValueError as err:
-            raise DatasetError(
-                where, f"frames differ in shape: {err}", name, "observations"
-            ) from None
+            actions = np.asarray(traj["actions"], dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise DatasetError(where, f"not a numeric array: {err}", name, "actions") from None
         yield RawTrajectory(
             images=images,
             states=states,
-            actions=np.asarray(traj["actions"], dtype=np.float64).reshape(len(traj["actions"]), -1),
+            actions=actions.reshape(len(actions), -1) if actions.size else actions,
             language=_first_language(traj.get("language")),
             source=f"{Path(path).name}[{i}]",
         )
@@ -249,23 +341,51 @@ def iter_raw(src: str | Path, fmt: str) -> Iterator[RawTrajectory]:
         yield from reader(path)
 
 
+def _nothing_imported(stats: dict[str, Any], out: str | Path) -> str:
+    """Why an import produced no episodes, for the error message."""
+    read = stats["trajectories"]
+    why = (
+        "it holds no trajectories"
+        if read == 0
+        else f"none of its {read} trajectories has a language instruction "
+        "(unlabeled trajectories are skipped)"
+    )
+    return f"no episodes imported: {why}; {out} was not written"
+
+
 def import_bridge(
     src: str | Path,
     out: str | Path,
     fmt: str = "auto",
     mapping: BridgeMapping | None = None,
     limit: int | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Convert Bridge trajectories under ``src`` into one robofume HDF5 file at ``out``."""
+    """Convert Bridge trajectories under ``src`` into one robofume HDF5 file at ``out``.
+
+    Raises DatasetError, writing nothing, when no episode is imported, when ``out`` is a
+    directory or not an episode file, and (unless ``overwrite``) when ``out`` is an episode
+    file with more episodes than this import produces.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
     mapping = mapping or BridgeMapping()
+    check_target(out, overwrite)  # before any (slow) reading
     fmt = detect_format(src) if fmt == "auto" else fmt
-    stats: dict[str, Any] = {"format": fmt, "episodes": 0, "steps": 0, "skipped_unlabeled": 0}
+    stats: dict[str, Any] = {
+        "format": fmt,
+        "episodes": 0,
+        "steps": 0,
+        "trajectories": 0,
+        "skipped_unlabeled": 0,
+    }
     tasks: set[str] = set()
     attrs = {"source": "bridge_v2", "bridge_format": fmt, "mapping": mapping.__dict__}
-    with EpisodeWriter(out, attrs=attrs) as writer:
+    with EpisodeWriter(out, attrs=attrs, overwrite=overwrite) as writer:
         for raw in progress(iter_raw(src, fmt), desc=f"import bridge ({fmt})", unit="traj"):
             if limit is not None and stats["episodes"] >= limit:
                 break
+            stats["trajectories"] += 1
             if not raw.language:
                 stats["skipped_unlabeled"] += 1
                 continue
@@ -274,6 +394,8 @@ def import_bridge(
             tasks.add(episode.task)
             stats["episodes"] += 1
             stats["steps"] += len(episode)
+        if not stats["episodes"]:  # raised inside the block: the writer keeps nothing
+            raise DatasetError(str(src), _nothing_imported(stats, out))
     stats["tasks"] = len(tasks)
     stats["out"] = str(out)
     if stats["skipped_unlabeled"]:

@@ -67,6 +67,16 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 @_reports_dataset_errors
 def _import_bridge(args: argparse.Namespace) -> int:
     from robofume.cli import config_from_args
@@ -80,7 +90,14 @@ def _import_bridge(args: argparse.Namespace) -> int:
         xyz_scale=args.xyz_scale or getattr(cfg.env, "max_ee_step", defaults.xyz_scale),
         rot_scale=args.rot_scale or getattr(cfg.env, "max_yaw_step", defaults.rot_scale),
     )
-    stats = import_bridge(args.src, args.out, fmt=args.format, mapping=mapping, limit=args.limit)
+    stats = import_bridge(
+        args.src,
+        args.out,
+        fmt=args.format,
+        mapping=mapping,
+        limit=args.limit,
+        overwrite=args.overwrite,
+    )
     if args.json:
         print(json.dumps(stats, indent=2))
     return 0
@@ -140,6 +157,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="radians per step mapped to yaw action 1.0 (default: env.max_yaw_step)",
     )
-    p.add_argument("--limit", type=int, default=None, help="import at most this many episodes")
+    p.add_argument(
+        "--limit", type=_positive_int, default=None, help="import at most this many episodes"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out even if it holds more episodes than this import, or is not an "
+        "episode file (without it, such a file is left untouched and the command fails)",
+    )
     p.add_argument("--json", action="store_true", help="print import stats as JSON")
     p.set_defaults(handler=_import_bridge)
