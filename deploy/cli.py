@@ -85,10 +85,13 @@ def _up(args: argparse.Namespace) -> int:
         save_state(cfg, state)
     host = cfg.deploy.bind_host if cfg.deploy.bind_host != "0.0.0.0" else "127.0.0.1"
     preset = args.preset or cfg.name
+    from robofume.ray_auth import token_path
+
     print(
         f"\nrobofume is running ({cfg.name}, config {cfg.hash})\n"
         f"  TensorBoard    http://{host}:{cfg.deploy.tensorboard_port}\n"
-        f"  Ray dashboard  http://127.0.0.1:{cfg.deploy.dashboard_port}\n"
+        f"  Ray dashboard  http://127.0.0.1:{cfg.deploy.dashboard_port}  (it asks for a token: "
+        f"paste the contents of {token_path(cfg.deploy)})\n"
         f"  run dir        {paths['root']}  (logs, checkpoints, status)\n"
         f"  phases         generate, reward, pretrain, online: see status "
         f"(log {paths['logs'] / 'phases.log'})\n"

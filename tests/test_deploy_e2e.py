@@ -114,6 +114,7 @@ def cluster(tmp_path_factory):
 def test_up_prints_where_to_look(cluster):
     out = cluster["up"].stdout
     assert "TensorBoard" in out and "Ray dashboard" in out and "run dir" in out
+    assert "asks for a token: paste the contents of" in out and "ray/auth_token" in out
 
 
 def test_up_returned_while_the_phases_ran(cluster):
