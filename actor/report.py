@@ -15,6 +15,7 @@ import numpy as np
 from actor.episodes import Segment
 from robofume import metrics as M
 from robofume.status import write_status
+from robofume.strips import episode_strip
 from robofume.types import Episode
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,15 @@ class Reporter:
         snapshot: Callable[[], dict[str, Any]],
         every_s: float,
         tb_dir: str | Path | None = None,
+        strip_every: int = 0,
     ):
         self.name = name
         self.run_dir = Path(run_dir)
         self.snapshot = snapshot
         self.every_s = every_s
         self.tb_dir = Path(tb_dir) if tb_dir else None
+        self.strip_every = strip_every
+        self._finalized = 0
         self._events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._recent: dict[str, deque[float]] = {}
         self._confusion = np.zeros(4, dtype=np.int64)  # fp, negatives, fn, positives
@@ -83,6 +87,15 @@ class Reporter:
                 int((~pred & gt).sum()),
                 int(gt.sum()),
             ]
+        self._finalized += 1
+        event["camera"] = np.asarray(seg.images[-1], np.uint8)
+        if self.strip_every and self._finalized % self.strip_every == 0:
+            event["strip"] = episode_strip(
+                np.stack(seg.images),
+                np.asarray(seg.probs),
+                np.asarray(seg.decisions),
+                np.asarray(seg.gt_success, bool) if seg.meta.get("ground_truth") else None,
+            )
         self._events.put(event)
 
     # --- reporting thread ------------------------------------------------------------------
@@ -105,6 +118,7 @@ class Reporter:
         snap = self.snapshot()
         step = int(snap.get("steps", 0))
         writer = self._tb()
+        camera = None
         while True:
             try:
                 ev = self._events.get_nowait()
@@ -117,6 +131,10 @@ class Reporter:
                 writer.add_scalar(M.per_task(M.EPISODE_LENGTH, task), ev["length"], ev["step"])
                 writer.add_scalar(M.EPISODE_RETURN, ev["return"], ev["step"])
                 writer.add_scalar(M.EPISODE_LENGTH, ev["length"], ev["step"])
+                if "strip" in ev:
+                    tag = M.per_task(M.ACTOR_EPISODE_STRIP, task)
+                    writer.add_image(tag, ev["strip"], ev["step"], dataformats="HWC")
+            camera = (ev["camera"], ev["step"])
             if "false_success" in ev:
                 self.false_successes[0] += int(ev["false_success"])
                 self.false_successes[1] += 1
@@ -128,6 +146,8 @@ class Reporter:
                 counts[1] += 1
                 if writer is not None:
                     writer.add_scalar(M.per_task(M.SUCCESS_RATE, task), np.mean(recent), ev["step"])
+        if writer is not None and camera is not None:
+            writer.add_image(M.ACTOR_CAMERA, camera[0], camera[1], dataformats="HWC")
         fp, neg, fn, pos = (int(x) for x in self._confusion)
         snap["reward_model"] = {
             "false_positive_rate": fp / neg if neg else None,

@@ -202,7 +202,14 @@ def run_actor(
         )
         return snap
 
-    reporter = Reporter(name, run_dir, snapshot, a.report_every_s, tb_dir=run_dir / "tb" / name)
+    reporter = Reporter(
+        name,
+        run_dir,
+        snapshot,
+        a.report_every_s,
+        tb_dir=run_dir / "tb" / name,
+        strip_every=a.strip_every,
+    )
     restore_signal = install_signal_handler(commands)
     try:
         if a.control_rpc:

@@ -31,6 +31,10 @@ ACTOR_TICK_JITTER_MS = "actor/tick_jitter_ms"
 ACTOR_POLICY_VERSION = "actor/policy_version"
 ACTOR_PENDING_EPISODES = "actor/pending_episodes"
 ACTOR_HUMAN_RESETS = "actor/human_resets"
+ACTOR_EPISODE_STRIP = "actor/episode_strip"
+"""Image: frames of a finished episode with P(success) per frame (robofume/strips.py)."""
+ACTOR_CAMERA = "actor/camera"
+"""Image: the newest camera frame of the actor."""
 ACTOR_WEIGHTS_REFUSED = "actor/weights_refused"
 
 # replay

@@ -61,6 +61,9 @@ class ActorConfig:
     (one 150-step episode of 100 px frames is ~4.5 MB)."""
     spill_dir: str = ""
     """Where undelivered episodes are spilled (empty: <run_dir>/spill)."""
+    strip_every: int = 5
+    """Every n-th finished episode is drawn on the dashboard as a strip of frames with the
+    reward model's P(success) per frame and, in simulation, the true success (0: none)."""
     success_frames: int = 2
     """Consecutive frames the reward model must call a success before the episode ends on
     success (and earns its reward). 1 ends on any single positive frame, which the policy
