@@ -24,6 +24,15 @@ dataset ends, :attr:`waiting` becomes true, a partial batch is kept (no sampled 
 dropped) and the dataset is opened again. When the server is unreachable or restarts, the
 thread logs it, backs off and reconnects; :meth:`next` just returns None meanwhile, so the
 learner never crashes on a replay outage.
+
+Duplicates: after a replay restart an actor delivers again what the restored checkpoint may
+not hold, so a transition can be in the table twice, under two item keys. Every item carries
+``episode_id`` and ``step``; the sampler remembers which key it first saw for each
+(episode_id, step) (the newest ``4 * max_size`` of them), drops a row whose transition it
+already knows under another key before it reaches a batch (the batch is filled from the next
+samples, so batches keep exactly ``batch_size`` rows) and deletes that item from the table
+(:attr:`duplicates_dropped` counts them). The dropped samples count as samples for the rate
+limiter, a negligible dent in the UTD ratio.
 """
 
 from __future__ import annotations
@@ -32,16 +41,19 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
 from replay.info import server_info
-from replay.tables import ONLINE_TABLE, TRANSITION_KEYS
+from replay.tables import ID_KEYS, ONLINE_TABLE, TRANSITION_KEYS
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
+SEEN_PER_ITEM = 4
+"""Transitions remembered for duplicate detection, per item the table holds at most."""
 
 
 class OnlineSampler:
@@ -80,6 +92,11 @@ class OnlineSampler:
         self.batches = 0
         self.samples = 0
         self.reconnects = 0
+        self.duplicates_dropped = 0
+        """Rows dropped because their transition was already sampled under another key."""
+        self._seen: OrderedDict[int, int] = OrderedDict()
+        self._seen_max = 1 << 20
+        self._has_ids = False
         self.last_sample_at: float | None = None
         """time.monotonic() of the last sampled item (None before the first)."""
         self._thread = threading.Thread(target=self._run, name="replay-sampler", daemon=True)
@@ -163,7 +180,7 @@ class OnlineSampler:
                 for sample in dataset.as_numpy_iterator():
                     self.waiting = False
                     self.last_sample_at = time.monotonic()
-                    carry = self._emit(carry, sample.data)
+                    carry = self._emit(carry, self._unique(sample))
                     if self._stop.is_set():
                         return
             except Exception as err:  # stream broke: server stopped or restarted
@@ -186,6 +203,8 @@ class OnlineSampler:
         missing = set(TRANSITION_KEYS) - set(signature)
         if missing:
             raise ValueError(f"table {self.table!r} lacks keys {sorted(missing)}")
+        self._has_ids = all(k in signature for k in ID_KEYS)
+        self._seen_max = max(1024, SEEN_PER_ITEM * int(infos[self.table].max_size))
         # One worker: when the rate limiter times a worker out the dataset ends, and samples
         # already streamed to a second worker would be dropped (they count as sampled).
         dataset = reverb.TrajectoryDataset(
@@ -199,8 +218,50 @@ class OnlineSampler:
         )
         return dataset.batch(self.batch_size)
 
+    def _unique(self, sample: Any) -> dict[str, np.ndarray]:
+        """The sampled rows whose transition has not been seen under another item key; the
+        duplicates are deleted from the table."""
+        data = sample.data
+        if not self._has_ids:
+            return data
+        keys = np.asarray(sample.info.key).reshape(-1)
+        keep = self._keep_mask(keys, np.asarray(data["episode_id"]), np.asarray(data["step"]))
+        if keep.all():
+            return data
+        dupes = sorted({int(k) for k in keys[~keep]})
+        self.duplicates_dropped += int((~keep).sum())
+        log.info(
+            "dropped %d duplicate transition(s) (delivered again after a replay restart); "
+            "%d so far",
+            int((~keep).sum()),
+            self.duplicates_dropped,
+        )
+        try:
+            self._client.mutate_priorities(self.table, deletes=dupes)
+        except Exception as err:  # dropped from the batch anyway; deleted when seen again
+            log.warning("could not delete %d duplicate item(s): %s", len(dupes), err)
+        return {k: np.asarray(v)[keep] for k, v in data.items()}
+
+    def _keep_mask(self, keys: np.ndarray, ids: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """bool per row: False where (episode_id, step) was first seen under another key."""
+        keep = np.ones(len(keys), dtype=bool)
+        ids, steps = ids.reshape(-1).tolist(), steps.reshape(-1).tolist()
+        rows = zip(keys.tolist(), ids, steps, strict=True)
+        for i, (key, eid, step) in enumerate(rows):
+            name = (int(eid) << 32) | (int(step) & 0xFFFFFFFF)
+            first = self._seen.get(name)
+            if first is None:
+                self._seen[name] = key
+                if len(self._seen) > self._seen_max:
+                    self._seen.popitem(last=False)
+            elif first != key:
+                keep[i] = False
+        return keep
+
     def _emit(self, carry: dict[str, np.ndarray] | None, data: dict) -> dict | None:
         arrays = {k: data[k] for k in TRANSITION_KEYS}
+        if len(arrays["reward"]) == 0:
+            return carry
         if carry is not None:
             arrays = {k: np.concatenate([carry[k], arrays[k]]) for k in TRANSITION_KEYS}
         n = len(arrays["reward"])

@@ -3,7 +3,11 @@
 ``start_replay_server(cfg, port, checkpoint_dir)`` starts it in this process (tests, the Ray
 actor of ``deploy/``); ``robofume replay serve`` runs it as a command. On start the server
 restores the newest complete checkpoint under the checkpoint directory, so a restarted server
-continues with the items (and rate-limiter counters) it had at its last checkpoint. A
+continues with the items (and rate-limiter counters) it had at its last checkpoint. After the
+restore it picks a new *epoch* and keeps it, with its checkpoint count, in the
+``replay_marker`` table (``replay.marker``): around every checkpoint the marker says one is in
+progress and then that it completed, so the actors know which episodes are safe in a
+checkpoint and which to deliver again after a restart. A
 background thread checkpoints every ``replay.checkpoint_every_s`` seconds (Reverb deletes the
 previous checkpoint once a new one is complete) and writes the ``replay`` heartbeat for
 ``robofume status``; :meth:`ReplayServer.stop` takes a last checkpoint.
@@ -24,7 +28,10 @@ import numpy as np
 
 from replay.errors import ReplayConfigMismatchError
 from replay.info import server_info, table_stats
+from replay.marker import Marker, read_marker, write_marker
 from replay.tables import (
+    ID_KEYS,
+    MARKER_TABLE,
     ONLINE_TABLE,
     make_tables,
     online_rate_limit,
@@ -86,13 +93,26 @@ class ReplayServer:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self.last_checkpoint: str | None = str(found[-1]) if found else None
+        self.restored_checkpoint: str | None = self.last_checkpoint
+        self.last_checkpoint_time: float | None = found[-1].stat().st_mtime if found else None
+        """Wall-clock time the last checkpoint completed (restored: its directory's mtime)."""
         self.checkpoints_written = 0
+        self.started_at = time.time()
+        restored: Marker | None = None
         if found:
             try:
                 self._verify_restored(found[-1])
-            except ReplayConfigMismatchError:
+                restored = read_marker(self._client, cfg.replay.rpc_timeout_s, self.address)
+            except Exception:
                 self._server.stop()
                 raise
+        self.restored_epoch = restored.epoch if restored else None
+        self.epoch = time.time_ns()
+        completed = 0
+        if restored is not None:  # written just before that checkpoint: it is one more
+            completed = restored.completed + (1 if restored.in_progress else 0)
+        self.marker = Marker(self.epoch, completed, False)
+        write_marker(self._client, self.marker, cfg.replay.rpc_timeout_s)
         stats = self.stats()
         log.warning(
             "replay server listening on ALL interfaces port %d (Reverb cannot bind a single "
@@ -102,10 +122,13 @@ class ReplayServer:
             self.address,
         )
         log.info(
-            "replay server on port %d (checkpoints in %s%s): online size %d",
+            "replay server on port %d (checkpoints in %s%s): epoch %d, online size %d",
             self.port,
             self.checkpoint_dir,
-            f", restored {found[-1].name}" if found else ", none to restore",
+            f", restored {found[-1].name} of epoch {self.restored_epoch}"
+            if found
+            else ", none to restore",
+            self.epoch,
             stats["size"],
         )
         self._heartbeat = heartbeat
@@ -114,8 +137,20 @@ class ReplayServer:
 
     def _verify_restored(self, checkpoint: Path) -> None:
         """A restored checkpoint brings its own tables: they must be the ones ``cfg`` asks for."""
-        info = server_info(self._client, self.cfg.replay.rpc_timeout_s)[ONLINE_TABLE]
+        infos = server_info(self._client, self.cfg.replay.rpc_timeout_s)
+        info = infos[ONLINE_TABLE]
         have = signature_to_spec(info.signature) if info.signature is not None else {}
+        if (
+            MARKER_TABLE not in infos
+            or infos[MARKER_TABLE].current_size < 1
+            or any(k not in have for k in ID_KEYS)
+        ):
+            raise ReplayConfigMismatchError(
+                f"replay checkpoint {checkpoint} was written by a version without episode ids "
+                f"and checkpoint markers (its items lack {'/'.join(ID_KEYS)}), so the actors "
+                "could not tell which of their episodes it holds; start with another "
+                "--checkpoint-dir (or move that one aside)"
+            )
         want = transition_spec(self.cfg)
         diffs = [
             f"{k}: checkpoint {have.get(k)}, config {v}"
@@ -147,17 +182,46 @@ class ReplayServer:
 
     # -- operations ---------------------------------------------------------------------------
     def checkpoint(self) -> str:
-        """Write a checkpoint now (blocks while writing); returns its path."""
+        """Write a checkpoint now (blocks while writing); returns its path.
+
+        The marker says ``in_progress`` while it is written and counts it once it completed.
+        """
+        timeout = self.cfg.replay.rpc_timeout_s
         with self._lock:
-            path = self._client.checkpoint()
+            n = self.marker.completed
+            write_marker(self._client, Marker(self.epoch, n, True), timeout)
+            try:
+                path = self._client.checkpoint()
+            except BaseException:
+                self.marker = Marker(self.epoch, n, False)
+                write_marker(self._client, self.marker, timeout)
+                raise
+            self.marker = Marker(self.epoch, n + 1, False)
+            write_marker(self._client, self.marker, timeout)
             self.last_checkpoint = path
+            self.last_checkpoint_time = time.time()
             self.checkpoints_written += 1
-        log.info("replay checkpoint %s", path)
+        log.info("replay checkpoint %s (epoch %d, %d completed)", path, self.epoch, n + 1)
         return path
 
     def stats(self) -> dict[str, Any]:
-        """Sizes and insert/sample counters of the tables (see ``replay.info.table_stats``)."""
-        return table_stats(self._client, timeout_s=self.cfg.replay.rpc_timeout_s)
+        """Sizes and insert/sample counters of the tables (see ``replay.info.table_stats``)
+        and what tells a restart: ``epoch``, ``started_at``, ``restored_checkpoint`` (None:
+        started empty), ``restored_epoch``, ``checkpoints_completed``, ``last_checkpoint``
+        and ``last_checkpoint_age_s`` (None before the first)."""
+        stats = table_stats(self._client, timeout_s=self.cfg.replay.rpc_timeout_s)
+        done = self.last_checkpoint_time
+        stats.update(
+            epoch=self.epoch,
+            started_at=self.started_at,
+            restored_checkpoint=self.restored_checkpoint,
+            restored_epoch=self.restored_epoch,
+            checkpoints_completed=self.marker.completed,
+            last_checkpoint=self.last_checkpoint,
+            last_checkpoint_time=done,
+            last_checkpoint_age_s=None if done is None else round(time.time() - done, 1),
+        )
+        return stats
 
     def stop(self, checkpoint: bool = True) -> None:
         """Stop serving; with ``checkpoint`` take a last checkpoint first. Idempotent."""
@@ -220,7 +284,6 @@ class ReplayServer:
                     "address": self.address,
                     "port": self.port,
                     "inserts_per_sec": inserts_per_sec,
-                    "last_checkpoint": self.last_checkpoint,
                     **stats,
                 },
             )

@@ -9,8 +9,14 @@ leaves them empty). Item t references step t and step t+1 of the same trajectory
     next_image = image[t+1]   next_proprio = proprio[t+1]
 
 so each frame is stored once (an item holds references, not copies) and an item never pairs
-steps of two episodes. The item keys are exactly the learner's batch keys
-(:data:`TRANSITION_KEYS`).
+steps of two episodes. The item keys are the learner's batch keys (:data:`TRANSITION_KEYS`)
+plus :data:`ID_KEYS`: ``episode_id`` (int64, a random id the actor gives each delivered
+episode once and reuses when it delivers it again) and ``step`` (int32, t). Together they name
+a transition, so the learner's sampler recognises a redelivered copy (see ``replay.sampler``).
+
+``replay_marker`` (max size 1) holds the server's epoch and checkpoint counter, written by the
+server at start and around each checkpoint (see ``replay.marker``): actors read it to know
+which of their episodes are safe in a completed checkpoint and when the server restarted.
 
 ``policy_weights`` (max size 1) holds the newest policy variables and ``policy_version``
 (max size 1) only their version number; both items are created from the same writer step,
@@ -44,10 +50,29 @@ WEIGHTS_TABLE = "policy_weights"
 VERSION_TABLE = "policy_version"
 """The version of the item in ``policy_weights`` (one tiny item, for cheap checks)."""
 
+MARKER_TABLE = "replay_marker"
+"""The server's epoch and checkpoint counter (one tiny item, see ``replay.marker``)."""
+
 TRANSITION_KEYS = BATCH_KEYS
 """Keys of one sampled transition: the learner's batch keys."""
 
-STEP_COLUMNS = ("image", "proprio", "action", "reward", "terminal", "mc_return", "task")
+ID_KEYS = ("episode_id", "step")
+"""Item columns naming a transition: the actor's episode id and the step index in it."""
+
+ITEM_KEYS = (*TRANSITION_KEYS, *ID_KEYS)
+"""Every column of an ``online`` item."""
+
+STEP_COLUMNS = (
+    "image",
+    "proprio",
+    "action",
+    "reward",
+    "terminal",
+    "mc_return",
+    "task",
+    "episode_id",
+    "step",
+)
 """Columns of one trajectory step (the last step of an episode has only image and proprio)."""
 
 OBS_COLUMNS = ("image", "proprio")
@@ -55,7 +80,7 @@ OBS_COLUMNS = ("image", "proprio")
 
 
 def transition_spec(cfg: ExperimentConfig) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape (without batch) and dtype of every transition key for this config."""
+    """Shape (without batch) and dtype of every item column (:data:`ITEM_KEYS`) for this config."""
     s, p, a = cfg.env.image_size, cfg.network.proprio_dim, cfg.env.action_dim
     u8, f32 = np.dtype(np.uint8), np.dtype(np.float32)
     return {
@@ -68,11 +93,13 @@ def transition_spec(cfg: ExperimentConfig) -> dict[str, tuple[tuple[int, ...], n
         "next_image": ((s, s, 3), u8),
         "next_proprio": ((p,), f32),
         "mc_return": ((), f32),
+        "episode_id": ((), np.dtype(np.int64)),
+        "step": ((), np.dtype(np.int32)),
     }
 
 
 def transition_signature(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The ``online`` table signature: a ``tf.TensorSpec`` per transition key."""
+    """The ``online`` table signature: a ``tf.TensorSpec`` per item column."""
     import tensorflow as tf
 
     return {
@@ -172,4 +199,23 @@ def make_tables(cfg: ExperimentConfig) -> list[Any]:
         rate_limiter=reverb.rate_limiters.MinSize(1),
         signature={"version": tf.TensorSpec((), tf.int64, name="version")},
     )
-    return [online, weights, version]
+    marker = reverb.Table(
+        name=MARKER_TABLE,
+        sampler=reverb.selectors.Uniform(),
+        remover=reverb.selectors.Fifo(),
+        max_size=1,
+        rate_limiter=reverb.rate_limiters.MinSize(1),
+        signature=marker_signature(),
+    )
+    return [online, weights, version, marker]
+
+
+def marker_signature() -> dict[str, Any]:
+    """The ``replay_marker`` signature: ``epoch`` int64, ``completed`` int64, ``in_progress``."""
+    import tensorflow as tf
+
+    return {
+        "epoch": tf.TensorSpec((), tf.int64, name="epoch"),
+        "completed": tf.TensorSpec((), tf.int64, name="completed"),
+        "in_progress": tf.TensorSpec((), tf.bool, name="in_progress"),
+    }

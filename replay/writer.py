@@ -21,7 +21,12 @@ write at a time).
 
 What is written: the episode's ``rewards`` and ``terminals`` as they are (the actor derives
 them from the reward model's labels), ``mc_returns`` (computed with ``learner.discount`` when
-missing) and ``task_index(episode.task)``. See ``replay.tables`` for the item layout: each
+missing), ``task_index(episode.task)``, and per step its ``episode_id`` and ``step`` index.
+The episode id is ``episode.meta["replay_episode_id"]``; an episode without one gets a random
+63-bit id there on its first write, so writing the same Episode again (a redelivery after a
+replay restart) reuses it and the learner's sampler can recognise the copy.
+:meth:`EpisodeWriter.read_marker` reads the server's epoch and checkpoint marker
+(``replay.marker``). See ``replay.tables`` for the item layout: each
 frame is stored once, item t references steps t and t+1 of the episode's own trajectory.
 
 Semantics of :meth:`EpisodeWriter.write`:
@@ -47,6 +52,7 @@ Semantics of :meth:`EpisodeWriter.write`:
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -55,6 +61,7 @@ import numpy as np
 
 from replay.errors import EpisodeRejectedError, ReplayConfigMismatchError, ReplayUnavailableError
 from replay.info import server_info
+from replay.marker import Marker, read_marker
 from replay.tables import ONLINE_TABLE, signature_to_spec, transition_spec
 
 if TYPE_CHECKING:
@@ -62,6 +69,21 @@ if TYPE_CHECKING:
     from robofume.types import Episode
 
 log = logging.getLogger(__name__)
+
+EPISODE_ID_META = "replay_episode_id"
+"""``Episode.meta`` key of the id its transitions carry in replay (given on the first write)."""
+
+TRANSITION_COLUMNS = ("action", "reward", "terminal", "mc_return", "task", "episode_id", "step")
+"""Per-transition columns of a trajectory step (empty at the last step of an episode)."""
+
+
+def episode_id(episode: Episode) -> int:
+    """The episode's replay id, given (random, 63 bits, never 0) on first use."""
+    value = episode.meta.get(EPISODE_ID_META)
+    if value is None:
+        value = secrets.randbits(63) or 1
+        episode.meta[EPISODE_ID_META] = value
+    return int(value)
 
 
 class EpisodeWriter:
@@ -101,6 +123,11 @@ class EpisodeWriter:
             self.episodes_written += 1
             self.transitions_written += n
             return n
+
+    def read_marker(self) -> Marker:
+        """The server's epoch and checkpoint marker (see ``replay.marker``); raises
+        ReplayUnavailableError when it does not answer (or is still starting)."""
+        return read_marker(self._client, self.timeout_s, self.address)
 
     def close(self) -> None:
         """Nothing is held between writes; kept for symmetry with the other clients."""
@@ -184,6 +211,17 @@ class EpisodeWriter:
                 raise EpisodeRejectedError(f"{where}: {key} is NaN or inf at step {bad}")
             out[key] = arr
         out["task"] = np.full((t,), task, np.int64)
+        try:
+            eid = episode_id(ep)
+        except (TypeError, ValueError):
+            raise EpisodeRejectedError(
+                f"{where}: meta {EPISODE_ID_META!r} is {ep.meta.get(EPISODE_ID_META)!r}, "
+                "not an integer"
+            ) from None
+        if not 0 < eid < 2**63:
+            raise EpisodeRejectedError(f"{where}: episode id {eid} is not in [1, 2**63)")
+        out["episode_id"] = np.full((t,), eid, np.int64)
+        out["step"] = np.arange(t, dtype=np.int32)
         return out
 
     # -- sending ------------------------------------------------------------------------------
@@ -197,7 +235,7 @@ class EpisodeWriter:
                 writer.configure((key,), num_keep_alive_refs=2, max_chunk_length=1)
             for i in range(t + 1):
                 step: dict[str, Any] = {"image": cols["image"][i], "proprio": cols["proprio"][i]}
-                for key in ("action", "reward", "terminal", "mc_return", "task"):
+                for key in TRANSITION_COLUMNS:
                     step[key] = cols[key][i] if i < t else None
                 writer.append(step)
                 if i == 0:
@@ -216,6 +254,8 @@ class EpisodeWriter:
                         "next_image": h["image"][-1],
                         "next_proprio": h["proprio"][-1],
                         "mc_return": h["mc_return"][-2],
+                        "episode_id": h["episode_id"][-2],
+                        "step": h["step"][-2],
                     },
                 )
                 if i % self.flush_every == 0:

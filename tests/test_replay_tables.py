@@ -7,6 +7,7 @@ import pytest
 from replay_support import replay_config
 
 from replay.tables import (
+    ITEM_KEYS,
     TRANSITION_KEYS,
     online_batch_size,
     online_rate_limit,
@@ -23,7 +24,10 @@ def test_spec_follows_config(tmp_path):
     assert spec["action"] == ((5,), np.dtype(np.float32))
     assert spec["task"] == ((), np.dtype(np.int64))
     sig = transition_signature(cfg)
-    assert sorted(sig) == sorted(TRANSITION_KEYS)
+    assert sorted(sig) == sorted(ITEM_KEYS)
+    assert set(TRANSITION_KEYS) < set(ITEM_KEYS)
+    assert spec["episode_id"] == ((), np.dtype(np.int64))
+    assert spec["step"] == ((), np.dtype(np.int32))
     assert tuple(sig["image"].shape) == (48, 48, 3)
 
 
@@ -64,5 +68,6 @@ def test_reverb_accepts_the_limiter_for_presets(tmp_path):
 
     for preset_overrides in ({}, {"learner": {"utd_ratio": 8.0, "batch_size": 256}}):
         tables = make_tables(replay_config(tmp_path, **preset_overrides))
-        assert [t.name for t in tables] == ["online", "policy_weights", "policy_version"]
+        names = [t.name for t in tables]
+        assert names == ["online", "policy_weights", "policy_version", "replay_marker"]
         assert all(isinstance(t, reverb.Table) for t in tables)
