@@ -8,6 +8,13 @@ the ones that never arrived, splits it into episodes with MC returns and writes 
 sink. While replay or the reward server is unreachable the segment stays at the head and the
 sender backs off; nothing is dropped and order is kept. Segments left at shutdown are spilled
 and picked up by the next start with the same spill directory.
+
+A confirmed write is not yet safe: a replay server killed hard restores its newest checkpoint.
+With an :class:`actor.outbox.Outbox` and a sink that reads the server's marker
+(``read_marker``, as :class:`replay.writer.EpisodeWriter` does), every written episode is
+kept until a replay checkpoint holds it; when the marker shows a restarted server, the kept
+episodes are written again, in order, before anything new (the sender also reads the marker
+every ``marker_poll_s`` while it has nothing else to do).
 """
 
 from __future__ import annotations
@@ -18,12 +25,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from actor.episodes import Segment, finalize, load_segment, save_segment
 from actor.labels import LabelTracker
+from actor.outbox import Outbox, assign_episode_ids
 from robofume.types import Episode
 
 log = logging.getLogger(__name__)
@@ -37,6 +45,13 @@ class EpisodeSink(Protocol):
 
     def write(self, episode: Episode) -> None:
         """Insert one episode; raise ReplayUnavailableError when the server is unreachable."""
+
+
+class MarkedSink(EpisodeSink, Protocol):
+    """A sink that also reads the server's epoch and checkpoint marker (``replay.marker``)."""
+
+    def read_marker(self) -> Any:
+        """The server's current ``Marker``; raise ReplayUnavailableError when unreachable."""
 
 
 def _is_unavailable(err: BaseException) -> bool:
@@ -58,6 +73,8 @@ class DeliveryQueue:
         discount: float,
         address: str = "replay",
         on_finalized: Callable[[Segment, list[Episode]], None] | None = None,
+        outbox: Outbox | None = None,
+        marker_poll_s: float = 5.0,
     ):
         self._sink_factory = sink_factory
         self._sink: EpisodeSink | None = None
@@ -69,6 +86,9 @@ class DeliveryQueue:
         self.discount = discount
         self.address = address
         self._on_finalized = on_finalized
+        self.outbox = outbox
+        """Written episodes not yet in a replay checkpoint (None: forget them once written)."""
+        self.marker_poll_s = marker_poll_s
         self._cond = threading.Condition()
         self._incoming: deque[Segment] = deque()
         self._memory: deque[Segment] = deque()
@@ -113,6 +133,8 @@ class DeliveryQueue:
                 len(self._disk),
                 self.spill_dir,
             )
+        if self.outbox is not None:
+            self.outbox.recover()
         return next_seq, next_step
 
     def start(self) -> None:
@@ -173,6 +195,8 @@ class DeliveryQueue:
                 out.append(save_segment(seg, path or self._path(seg.seq)))
             return out
 
+        if self.outbox is not None:
+            self.outbox.close()
         older_paths, newer_paths = spill(older), spill(newer)
         with self._cond:
             self._disk = deque(older_paths + list(self._disk) + newer_paths)
@@ -308,15 +332,40 @@ class DeliveryQueue:
             self.labels_down_since = None
         return True
 
+    def _marked(self, sink: EpisodeSink) -> MarkedSink | None:
+        """The sink, when there is an outbox and the sink reads markers."""
+        if self.outbox is None or not hasattr(sink, "read_marker"):
+            return None
+        return sink  # type: ignore[return-value]
+
+    def _redeliver(self, sink: MarkedSink) -> None:
+        """Read the marker (a restart shows before anything new goes to the new server, so
+        nothing new is sent twice) and write again, in order, what a restart lost."""
+        outbox = self.outbox
+        assert outbox is not None
+        outbox.observe(sink.read_marker())
+        while (episode := outbox.next_due()) is not None:
+            sink.write(episode)
+            outbox.redelivered_one()
+            outbox.observe(sink.read_marker())
+
     def _write(self, seg: Segment, episodes: list[Episode]) -> bool:
         """Write the pieces not yet delivered; False to retry later."""
         self._writing_since = time.monotonic()
         try:
             if self._sink is None:
                 self._sink = self._sink_factory()
+            marked = self._marked(self._sink)
+            if marked is not None:
+                self._redeliver(marked)
             while seg.pieces_delivered < len(episodes):
-                self._sink.write(episodes[seg.pieces_delivered])
+                episode = episodes[seg.pieces_delivered]
+                self._sink.write(episode)
                 seg.pieces_delivered += 1
+                if marked is not None:
+                    assert self.outbox is not None
+                    self.outbox.add(episode)
+                    self.outbox.observe(marked.read_marker())
         except Exception as err:
             self._writing_since = None
             if not _is_unavailable(err):
@@ -346,15 +395,41 @@ class DeliveryQueue:
             self.replay_down_since = None
         return True
 
+    def _poll_outbox(self) -> None:
+        """While idle: read the marker (drops covered episodes, notices a restart) and write
+        again what a restart lost."""
+        if self.outbox is None:
+            return
+        try:
+            if self._sink is None:
+                self._sink = self._sink_factory()
+            marked = self._marked(self._sink)
+            if marked is None:
+                return
+            self._redeliver(marked)
+        except Exception as err:
+            if not _is_unavailable(err):
+                raise
+            self._sink = None
+            log.debug("replay marker not readable at %s (%s); retrying later", self.address, err)
+
     def _send(self) -> None:
         backoff = self.retry_s
+        next_poll = time.monotonic() + self.marker_poll_s
         while not self._stop.is_set():
             with self._cond:
-                while not self._memory and not self._stop.is_set():
+                while not self._memory and not self._stop.is_set() and time.monotonic() < next_poll:
                     self._cond.wait(0.2)
                 if self._stop.is_set():
                     return
-                seg = self._memory[0]
+                seg = self._memory[0] if self._memory else None
+            if seg is None:
+                next_poll = time.monotonic() + self.marker_poll_s
+                try:
+                    self._poll_outbox()
+                except Exception:  # a bug here must not stop delivery
+                    log.exception("reading the replay marker failed")
+                continue
             try:
                 ok = self._deliver(seg)
             except Exception as err:
@@ -382,6 +457,7 @@ class DeliveryQueue:
             if not self._label(seg):
                 return False
             episodes = finalize(seg, self.discount)
+            assign_episode_ids(seg.meta, episodes)
             self._finalized[seg.seq] = episodes
             if self._on_finalized is not None:
                 self._on_finalized(seg, episodes)

@@ -174,6 +174,9 @@ class Reporter:
                 M.ACTOR_HUMAN_RESETS: snap.get("human_resets"),
                 M.ACTOR_WEIGHTS_REFUSED: sum((snap.get("weights_refusals") or {}).values()),
                 M.ACTOR_PENDING_EPISODES: snap.get("pending_episodes"),
+                M.ACTOR_RETAINED_EPISODES: snap.get("retained_episodes"),
+                M.ACTOR_REDELIVERED_EPISODES: snap.get("redelivered_episodes"),
+                M.ACTOR_REPLAY_RESTARTS: snap.get("replay_restarts_seen"),
                 M.REWARD_FALSE_POSITIVE_RATE: snap["reward_model"]["false_positive_rate"],
                 M.REWARD_FALSE_NEGATIVE_RATE: snap["reward_model"]["false_negative_rate"],
                 M.REWARD_FALSE_SUCCESS_EPISODES: snap["reward_model"][

@@ -23,6 +23,7 @@ from actor.control import Commands, ControlServer, install_signal_handler, start
 from actor.delivery import DeliveryQueue, EpisodeSink
 from actor.labels import Labeller, LabelTracker
 from actor.loop import Actor, ResetFreeLoop
+from actor.outbox import Outbox
 from actor.report import Reporter, window_rate
 from actor.scheduler import TickScheduler
 from actor.weights import Policy, WeightsPuller, WeightsSource
@@ -69,6 +70,22 @@ def _default_weights(cfg: ExperimentConfig) -> WeightsSource:
     from replay.weights import WeightsClient
 
     return WeightsClient(cfg.deploy.replay_address, timeout_s=5.0)
+
+
+def outbox_status(outbox: Outbox | None) -> dict[str, Any]:
+    """What the actor keeps for replay restarts: retained (delivered, not yet in a replay
+    checkpoint), redelivered episodes, replay restarts seen and replay's epoch."""
+    if outbox is None:
+        return {}
+    marker = outbox.last_marker
+    return {
+        "retained_episodes": len(outbox),
+        "redelivered_episodes": outbox.redelivered,
+        "replay_restarts_seen": outbox.restarts_seen,
+        "replay_epoch": marker.epoch if marker else None,
+        "replay_checkpoints": marker.completed if marker else None,
+        "outbox_overflow": outbox.overflow,
+    }
 
 
 def _percentile(values: Any, q: float) -> float | None:
@@ -148,6 +165,8 @@ def run_actor(
         discount=cfg.learner.discount,
         address=cfg.deploy.replay_address,
         on_finalized=lambda seg, eps: reporter.on_finalized(seg, eps) if reporter else None,
+        outbox=Outbox(spill_dir / "outbox", a.outbox_memory_episodes, a.outbox_max_episodes),
+        marker_poll_s=a.marker_poll_s,
     )
     actor.next_seq, actor.next_step_id = delivery.recover()
     loop = ResetFreeLoop(cfg, env, actor, delivery, commands, scheduler)
@@ -185,6 +204,7 @@ def run_actor(
             delivered_episodes=delivery.delivered_episodes,
             rejected_episodes=delivery.rejected,
             spill_dir=str(spill_dir),
+            **outbox_status(delivery.outbox),
             replay={
                 "address": cfg.deploy.replay_address,
                 "reachable": delivery.replay_reachable,

@@ -36,6 +36,11 @@ ACTOR_EPISODE_STRIP = "actor/episode_strip"
 ACTOR_CAMERA = "actor/camera"
 """Image: the newest camera frame of the actor."""
 ACTOR_WEIGHTS_REFUSED = "actor/weights_refused"
+ACTOR_RETAINED_EPISODES = "actor/retained_episodes"
+"""Delivered episodes kept until a replay checkpoint holds them."""
+ACTOR_REDELIVERED_EPISODES = "actor/redelivered_episodes"
+"""Episodes delivered again after a replay restart."""
+ACTOR_REPLAY_RESTARTS = "actor/replay_restarts_seen"
 
 # replay
 REPLAY_SIZE = "replay/size"

@@ -117,6 +117,9 @@ class Tee:
         self.episodes.append(episode)
         return n
 
+    def read_marker(self) -> Any:
+        return self.writer.read_marker()
+
 
 class Background:
     """``run_actor`` on a thread, with its loop exposed once built."""

@@ -61,6 +61,15 @@ class ActorConfig:
     (one 150-step episode of 100 px frames is ~4.5 MB)."""
     spill_dir: str = ""
     """Where undelivered episodes are spilled (empty: <run_dir>/spill)."""
+    outbox_memory_episodes: int = 50
+    """Delivered episodes not yet in a replay checkpoint kept in memory (the rest go to
+    <spill dir>/outbox); they are delivered again if replay restarts from its checkpoint."""
+    outbox_max_episodes: int = 20_000
+    """At most this many delivered episodes are kept for a replay checkpoint (the oldest are
+    forgotten beyond, with a warning); size it to replay.checkpoint_every_s of collection."""
+    marker_poll_s: float = 5.0
+    """While idle, how often the actor reads replay's checkpoint marker (to learn which kept
+    episodes a checkpoint holds and to notice a restarted replay server)."""
     strip_every: int = 5
     """Every n-th finished episode is drawn on the dashboard as a strip of frames with the
     reward model's P(success) per frame and, in simulation, the true success (0: none)."""
