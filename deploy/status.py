@@ -13,9 +13,19 @@ STALE_S = 30.0
 
 def _probe_replay(address: str) -> dict[str, Any]:
     try:
-        from replay.info import stats_at
+        import reverb
 
-        return {"healthy": True, **stats_at(address, timeout_s=3.0)}
+        from replay.info import table_stats
+        from replay.marker import read_marker
+
+        client = reverb.Client(address)
+        stats = table_stats(client, timeout_s=3.0)
+        try:  # live: a restart shows even before the new server's first heartbeat
+            marker = read_marker(client, timeout_s=3.0, address=address)
+            stats.update(epoch=marker.epoch, checkpoints_completed=marker.completed)
+        except Exception as err:  # an older server without markers, or starting
+            stats["marker_error"] = str(err).splitlines()[0][:200]
+        return {"healthy": True, **stats}
     except Exception as err:  # unreachable, not started, or no Reverb installed
         return {"healthy": False, "error": str(err).splitlines()[0][:200]}
 
@@ -101,6 +111,24 @@ def format_phases(runner: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def replay_restart_line(rp: dict[str, Any], now: float | None = None) -> str:
+    """Replay's epoch, start, restore and checkpoint age (from its heartbeat)."""
+    now = time.time() if now is None else now
+    if rp.get("epoch") is None:
+        return "checkpoints: no heartbeat"
+    started = rp.get("started_at")
+    restored = rp.get("restored_checkpoint")
+    done = rp.get("last_checkpoint_time")
+    parts = [
+        f"epoch={rp['epoch']}",
+        f"up={_duration(now - started) if started else '?'}",
+        "restored=" + (restored.rsplit("/", 1)[-1] if restored else "none (started empty)"),
+        f"checkpoints={rp.get('checkpoints_completed', '?')}",
+        f"last_checkpoint_age={_duration(now - done) if done else 'never'}",
+    ]
+    return " ".join(parts)
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A compact human-readable table of :func:`collect`'s report."""
     lines = [f"run {report['run_dir']}  (config {report['config_hash']})"]
@@ -110,6 +138,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(
         f"replay   {rp['address']:<22} {state}  " + _fields(rp, ("size", "inserts", "samples"))
     )
+    lines.append(f"{'':<8} {replay_restart_line(rp)}")
     for r in report["reward"]:
         state = "up" if r.get("healthy") else "DOWN"
         lines.append(
@@ -120,6 +149,7 @@ def format_report(report: dict[str, Any]) -> str:
     if learner:
         flag = " STALE" if learner.get("stale") else ""
         keys = ("step", "updates_per_sec", "utd_ratio", "policy_version")
+        keys += ("replay_duplicates_dropped",)
         lines.append("learner  " + _fields(learner, keys) + flag)
     else:
         lines.append("learner  no heartbeat")
@@ -137,6 +167,8 @@ def format_report(report: dict[str, Any]) -> str:
             "label_lag_steps_mean",
         )
         lines.append(f"{name:<8} " + _fields(actor, keys) + flag)
+        keys = ("replay_restarts_seen", "redelivered_episodes", "retained_episodes")
+        lines.append(f"{'':<8} " + _fields(actor, keys))
         refusals = actor.get("weights_refusals") or {}
         if refusals:
             counts = ", ".join(f"{n} {reason}" for reason, n in sorted(refusals.items()))

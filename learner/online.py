@@ -378,6 +378,7 @@ class OnlineLearner:
                     "sampler": self.sampler.state,
                     "replay_address": self.address,
                     "replay_size": self._replay.get("size"),
+                    "replay_duplicates_dropped": self.sampler.duplicates_dropped,
                     "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
                     "device": str(self.learner.device),
                 },
