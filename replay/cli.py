@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     replay_sub = parser.add_subparsers(dest="replay_command", metavar="ACTION", required=True)
 
     serve = replay_sub.add_parser(
-        "serve", help="run the replay server until SIGINT/SIGTERM (checkpoints on the way out)"
+        "serve",
+        help="run the replay server until SIGINT/SIGTERM (checkpoints on the way out; "
+        "SIGUSR1 checkpoints now)",
     )
     add_config_args(serve)
     serve.add_argument("--port", type=int, default=None, help="default: deploy.replay_port")
@@ -50,16 +52,27 @@ def _serve(args: argparse.Namespace) -> int:
         log.error("%s", err)
         return 2
     done = threading.Event()
+    checkpoint_now = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping the replay server", signum)
         done.set()
 
+    def _checkpoint(signum: int, _frame: object) -> None:
+        checkpoint_now.set()
+
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGUSR1, _checkpoint)
     log.info("replay server ready on port %d, all interfaces (config %s)", server.port, cfg.hash)
-    while not done.wait(1.0):
-        pass
+    while not done.wait(0.1):
+        if checkpoint_now.is_set():
+            checkpoint_now.clear()
+            log.info("SIGUSR1: checkpointing now")
+            try:
+                server.checkpoint()
+            except Exception as err:
+                log.error("replay checkpoint failed: %s", err)
     server.stop(checkpoint=True)
     return 0
 

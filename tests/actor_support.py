@@ -120,6 +120,14 @@ class Tee:
     def read_marker(self) -> Any:
         return self.writer.read_marker()
 
+    @property
+    def firsts(self) -> list:
+        """Each episode once, at its first delivery (a replay restart delivers some again)."""
+        out: dict[int, Any] = {}
+        for ep in self.episodes:
+            out.setdefault(ep.meta["replay_episode_id"], ep)
+        return list(out.values())
+
 
 class Background:
     """``run_actor`` on a thread, with its loop exposed once built."""

@@ -1,0 +1,179 @@
+"""kill -9 of the replay server: the actors deliver again what its restored checkpoint lacks,
+and the learner's sampler sees every transition exactly once (real Reverb, real processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import defaultdict
+
+import numpy as np
+import portpicker
+import pytest
+from replay_support import replay_config, start_server_process, stop_process
+
+from actor.delivery import DeliveryQueue
+from actor.episodes import Segment
+from actor.outbox import Outbox
+from replay.info import stats_at
+from replay.marker import read_marker
+from replay.sampler import OnlineSampler
+from replay.writer import EpisodeWriter
+
+pytestmark = pytest.mark.timeout(180)
+
+# checkpoints only on SIGUSR1 (and a clean stop), so the test decides what each one holds
+OVERRIDES = (
+    "--replay.min_size_to_sample", "1",
+    "--learner.utd_ratio", "100",
+    "--replay.checkpoint_every_s", "0",
+)  # fmt: skip
+STEPS = 6
+
+
+def coded_segment(cfg, seq: int) -> Segment:
+    """A labelled segment (no success: one piece) whose frame t has pixel (0,0) = (seq, t)."""
+    s, p, a = cfg.env.image_size, cfg.network.proprio_dim, cfg.env.action_dim
+
+    def frame(t: int) -> np.ndarray:
+        img = np.zeros((s, s, 3), np.uint8)
+        img[0, 0] = (seq, t, 7)
+        return img
+
+    seg = Segment(seq, "vase_forward", "l", [frame(0)], [np.zeros(p, np.float32)])
+    for t in range(STEPS):
+        step_id = seq * 100 + t
+        seg.add(np.zeros(a, np.float32), frame(t + 1), np.zeros(p, np.float32), step_id, False)
+        seg.set_label(t, 0.0, False)
+    return seg
+
+
+def actor_queue(cfg, address: str, spill_dir) -> DeliveryQueue:
+    queue = DeliveryQueue(
+        lambda: EpisodeWriter(address, cfg, timeout_s=2.0),
+        None,
+        spill_dir=spill_dir,
+        memory_limit=10,
+        label_wait_s=0.0,
+        retry_s=0.2,
+        discount=cfg.learner.discount,
+        address=address,
+        outbox=Outbox(spill_dir / "outbox", memory_limit=2, max_episodes=100),
+        marker_poll_s=3600.0,  # no idle polls: only writes read the marker here
+    )
+    queue.start()
+    return queue
+
+
+def deliver(queue: DeliveryQueue, cfg, seqs: range) -> None:
+    for seq in seqs:
+        queue.put(coded_segment(cfg, seq))
+    assert queue.wait_idle(60), f"segments {list(seqs)} not delivered"
+
+
+def checkpoint(proc, address: str, completed: int) -> None:
+    """SIGUSR1: the server checkpoints; wait until its marker counts ``completed``."""
+    import reverb
+
+    os.kill(proc.pid, signal.SIGUSR1)
+    client = reverb.Client(address)
+    deadline = time.monotonic() + 30
+    while read_marker(client, 2.0).completed < completed or read_marker(client, 2.0).in_progress:
+        assert time.monotonic() < deadline, "the checkpoint did not complete"
+        time.sleep(0.05)
+
+
+def test_kill_9_loses_nothing_and_duplicates_never_reach_a_batch(tmp_path):
+    import reverb
+
+    run_dir = tmp_path / "run"
+    cfg = replay_config(run_dir, replay={"min_size_to_sample": 1}, learner={"utd_ratio": 100})
+    port = portpicker.pick_unused_port()
+    address = f"127.0.0.1:{port}"
+    proc = start_server_process(port, run_dir, *OVERRIDES)
+    first, second = actor_queue(cfg, address, tmp_path / "a1"), None
+    sampler = None
+    try:
+        second = actor_queue(cfg, address, tmp_path / "a2")
+        deliver(first, cfg, range(0, 3))  # A: in checkpoint 1, and actor 1 learns it
+        checkpoint(proc, address, 1)
+        deliver(first, cfg, range(3, 6))  # B: in checkpoint 2, but actor 1 does not know
+        assert len(first.outbox) == 3
+        checkpoint(proc, address, 2)
+        deliver(second, cfg, range(6, 9))  # C: after the last checkpoint
+        assert len(second.outbox) == 3
+        epoch = read_marker(reverb.Client(address), 2.0).epoch
+
+        proc.kill()  # kill -9: no last checkpoint
+        proc.wait()
+        proc = start_server_process(port, run_dir, *OVERRIDES)
+        restored = stats_at(address)["size"]
+        assert restored == 6 * STEPS  # A and B are back; C is gone
+
+        deliver(first, cfg, range(9, 10))  # the actors go on and notice the new epoch
+        deliver(second, cfg, range(10, 11))
+        for queue in (first, second):
+            assert queue.outbox.restarts_seen == 1
+            assert queue.outbox.epoch != epoch
+        assert first.outbox.redelivered == 3  # B (a duplicate: the checkpoint has it)
+        assert second.outbox.redelivered == 3  # C (lost without it)
+        assert stats_at(address)["size"] == (11 + 3) * STEPS
+
+        expected = {(seq, t) for seq in range(11) for t in range(STEPS)}
+        keys_of: dict[tuple[int, int], set[int]] = defaultdict(set)
+        sampler = OnlineSampler(address, 8, timeout_s=0.5, rpc_timeout_s=2)
+        keep_mask = sampler._keep_mask
+
+        def recording(keys, ids, steps):  # which item each row that reaches a batch came from
+            keep = keep_mask(keys, ids, steps)
+            for key, eid, step in zip(keys[keep], ids[keep], steps[keep], strict=True):
+                keys_of[(int(eid), int(step))].add(int(key))
+            return keep
+
+        sampler._keep_mask = recording
+        seen: set[tuple[int, int]] = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (
+            seen != expected or sampler.duplicates_dropped < STEPS * 3
+        ):
+            batch = sampler.next(timeout=1.0)
+            if batch is None:
+                continue
+            assert len(batch["reward"]) == 8  # dropped rows are refilled: full batches
+            pixel = batch["image"][:, 0, 0, :2].tolist()
+            seen |= {(int(seq), int(t)) for seq, t in pixel}
+        assert seen == expected, f"lost: {sorted(expected - seen)[:10]}"
+        assert sampler.duplicates_dropped >= 3 * STEPS
+        assert all(len(keys) == 1 for keys in keys_of.values())  # one copy reaches batches
+        assert len(keys_of) == len(expected)
+        assert stats_at(address)["size"] == 11 * STEPS  # the duplicates were deleted
+    finally:
+        if sampler is not None:
+            sampler.close()
+        for queue in (first, second):
+            if queue is not None:
+                queue.close(1.0)
+        stop_process(proc)
+
+
+def test_checkpoint_from_before_markers_is_refused(tmp_path):
+    """A checkpoint whose tables have no episode ids or marker names the problem."""
+    import reverb
+    import tensorflow as tf
+
+    from replay.errors import ReplayConfigMismatchError
+    from replay.server import start_replay_server
+    from replay.tables import make_tables
+
+    cfg = replay_config(tmp_path)
+    ckpt = tmp_path / "old"
+    old = [t for t in make_tables(cfg) if t.name != "replay_marker"]
+    sig = {"x": tf.TensorSpec((), tf.int64)}
+    old[0] = reverb.Table("online", reverb.selectors.Uniform(), reverb.selectors.Fifo(), 10,
+                          reverb.rate_limiters.MinSize(1), signature=sig)  # fmt: skip
+    server = reverb.Server(old, checkpointer=reverb.checkpointers.DefaultCheckpointer(str(ckpt)))
+    reverb.Client(f"127.0.0.1:{server.port}").checkpoint()
+    server.stop()
+    with pytest.raises(ReplayConfigMismatchError, match="without episode ids and checkpoint"):
+        start_replay_server(cfg, checkpoint_dir=ckpt, heartbeat=False)
