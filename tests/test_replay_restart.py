@@ -177,3 +177,50 @@ def test_checkpoint_from_before_markers_is_refused(tmp_path):
     server.stop()
     with pytest.raises(ReplayConfigMismatchError, match="without episode ids and checkpoint"):
         start_replay_server(cfg, checkpoint_dir=ckpt, heartbeat=False)
+
+
+def test_server_stats_tell_a_restart(tmp_path):
+    import reverb
+
+    from replay.server import start_replay_server
+
+    cfg = replay_config(tmp_path)
+    first = start_replay_server(cfg, checkpoint_dir=tmp_path / "ckpt", heartbeat=False)
+    try:
+        stats = first.stats()
+        assert stats["restored_checkpoint"] is None and stats["last_checkpoint_age_s"] is None
+        assert read_marker(reverb.Client(first.address), 2.0).to_dict() == {
+            "epoch": first.epoch, "completed": 0, "in_progress": False,
+        }  # fmt: skip
+        path = first.checkpoint()
+        assert read_marker(reverb.Client(first.address), 2.0).completed == 1
+        assert 0 <= first.stats()["last_checkpoint_age_s"] < 30
+        port = first.port
+    finally:
+        first.stop(checkpoint=False)
+    again = start_replay_server(cfg, port=port, checkpoint_dir=tmp_path / "ckpt", heartbeat=False)
+    try:
+        stats = again.stats()
+        assert stats["epoch"] != first.epoch and stats["restored_epoch"] == first.epoch
+        assert stats["restored_checkpoint"] == path and stats["checkpoints_completed"] == 1
+        marker = read_marker(reverb.Client(again.address), 2.0)
+        assert (marker.epoch, marker.completed, marker.in_progress) == (again.epoch, 1, False)
+    finally:
+        again.stop(checkpoint=False)
+
+
+def test_status_shows_replay_restarts():
+    from deploy.status import format_report
+
+    now = time.time()
+    replay = {"address": "127.0.0.1:8000", "healthy": True, "epoch": 42, "started_at": now - 65,
+              "restored_checkpoint": "/r/replay/2026-01-01T00:00", "checkpoints_completed": 3,
+              "last_checkpoint_time": now - 130}  # fmt: skip
+    actor = {"state": "running", "replay_restarts_seen": 1, "redelivered_episodes": 7,
+             "retained_episodes": 2}  # fmt: skip
+    report = {"run_dir": "r", "config_hash": "h", "phases": None, "reward": [], "learner": None,
+              "replay": replay, "actors": {"actor_0": actor}}  # fmt: skip
+    text = format_report(report)
+    assert "epoch=42 up=1m0" in text and "restored=2026-01-01T00:00" in text
+    assert "checkpoints=3 last_checkpoint_age=2m1" in text
+    assert "replay_restarts_seen=1 redelivered_episodes=7 retained_episodes=2" in text
