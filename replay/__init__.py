@@ -10,7 +10,9 @@ from replay.info import stats_at                # sizes and counters for status/
 ```
 
 Tables (``replay.tables``): ``online`` (transitions; FIFO, uniform, bounded; UTD rate limiter;
-signature), ``policy_weights`` and ``policy_version`` (one item each). Command line:
+signature; items carry ``episode_id`` and ``step``), ``policy_weights`` and
+``policy_version`` (one item each), ``replay_marker`` (the server's epoch and checkpoint
+count, ``replay.marker``). Command line:
 ``robofume replay serve`` and ``robofume replay info``. Importing this package is cheap; the
 modules above import Reverb (and with it TensorFlow) when used.
 """
