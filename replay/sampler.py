@@ -31,8 +31,8 @@ not hold, so a transition can be in the table twice, under two item keys. Every 
 (episode_id, step) (the newest ``4 * max_size`` of them), drops a row whose transition it
 already knows under another key before it reaches a batch (the batch is filled from the next
 samples, so batches keep exactly ``batch_size`` rows) and deletes that item from the table
-(:attr:`duplicates_dropped` counts them). The dropped samples count as samples for the rate
-limiter, a negligible dent in the UTD ratio.
+(:attr:`duplicates_dropped` counts the rows, :attr:`duplicates_deleted` the items). The
+dropped samples count as samples for the rate limiter, a negligible dent in the UTD ratio.
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ class OnlineSampler:
         self.reconnects = 0
         self.duplicates_dropped = 0
         """Rows dropped because their transition was already sampled under another key."""
+        self.duplicates_deleted = 0
+        """Distinct duplicate items deleted from the table."""
+        self._deleted: set[int] = set()
         self._seen: OrderedDict[int, int] = OrderedDict()
         self._seen_max = 1 << 20
         self._has_ids = False
@@ -230,6 +233,11 @@ class OnlineSampler:
             return data
         dupes = sorted({int(k) for k in keys[~keep]})
         self.duplicates_dropped += int((~keep).sum())
+        if len(self._deleted) > self._seen_max:
+            self._deleted.clear()
+        fresh = set(dupes) - self._deleted
+        self.duplicates_deleted += len(fresh)
+        self._deleted |= fresh
         log.info(
             "dropped %d duplicate transition(s) (delivered again after a replay restart); "
             "%d so far",

@@ -112,7 +112,11 @@ class ReplayServer:
         if restored is not None:  # written just before that checkpoint: it is one more
             completed = restored.completed + (1 if restored.in_progress else 0)
         self.marker = Marker(self.epoch, completed, False)
-        write_marker(self._client, self.marker, cfg.replay.rpc_timeout_s)
+        try:
+            write_marker(self._client, self.marker, cfg.replay.rpc_timeout_s)
+        except Exception:
+            self._server.stop()
+            raise
         stats = self.stats()
         log.warning(
             "replay server listening on ALL interfaces port %d (Reverb cannot bind a single "
