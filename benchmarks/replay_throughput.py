@@ -25,6 +25,8 @@ from tempfile import TemporaryDirectory
 
 import numpy as np
 
+from robofume.auth import deployment_secret
+
 log = logging.getLogger("benchmarks.replay_throughput")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,7 +136,9 @@ def run_size(size: int, transitions: int, batches: list[int], steps: int) -> lis
                 }
             )
             for batch in batches:
-                with OnlineSampler(address, batch, prefetch=2, timeout_s=5) as sampler:
+                with OnlineSampler(
+                    address, batch, prefetch=2, timeout_s=5, secret=deployment_secret(cfg.deploy)
+                ) as sampler:
                     for _ in range(3):
                         sampler.next(timeout=60)
                     n = max(10, 20_000 // batch)

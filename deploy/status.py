@@ -149,8 +149,13 @@ def format_report(report: dict[str, Any]) -> str:
     if learner:
         flag = " STALE" if learner.get("stale") else ""
         keys = ("step", "updates_per_sec", "utd_ratio", "policy_version")
-        keys += ("replay_duplicates_dropped",)
+        keys += ("replay_duplicates_dropped", "replay_forged_dropped")
         lines.append("learner  " + _fields(learner, keys) + flag)
+        if learner.get("replay_wipes"):
+            lines.append(
+                f"{'':<8} REPLAY WIPED {learner['replay_wipes']}x: "
+                f"{learner.get('last_replay_wipe')}"
+            )
     else:
         lines.append("learner  no heartbeat")
     for name, actor in sorted(report["actors"].items()):

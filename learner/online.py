@@ -154,6 +154,7 @@ class OnlineLearner:
             rc.prefetch,
             timeout_s=rc.sample_timeout_s,
             rpc_timeout_s=rc.rpc_timeout_s,
+            secret=deployment_secret(cfg.deploy),
         )
         self.weights = WeightsClient(
             self.address, timeout_s=rc.rpc_timeout_s, secret=deployment_secret(cfg.deploy)
@@ -164,6 +165,10 @@ class OnlineLearner:
         self.last_checkpoint: Path | None = latest_checkpoint(self.ckpt_dir)
         self._tb: Any = None
         self._replay: dict[str, Any] = {}
+        self._deleted_seen = 0
+        self.replay_wipes = 0
+        """Times the replay table lost items that no restart or own deletion explains."""
+        self.last_replay_wipe = ""
         self._rates = {"updates_per_sec": 0.0, "inserts_per_sec": 0.0, "wait_fraction": 0.0}
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.out / "config.yaml")
@@ -310,14 +315,30 @@ class OnlineLearner:
         return self.last_checkpoint
 
     def _replay_stats(self) -> dict[str, Any]:
-        from replay.errors import ReplayUnavailableError
+        from replay.errors import ReplayConfigMismatchError, ReplayUnavailableError
         from replay.info import table_stats
+        from replay.marker import read_marker
 
+        timeout = self.cfg.replay.rpc_timeout_s
         try:
-            return table_stats(self._stats_client, timeout_s=self.cfg.replay.rpc_timeout_s)
-        except ReplayUnavailableError as err:
+            stats = table_stats(self._stats_client, timeout_s=timeout)
+            stats["epoch"] = read_marker(self._stats_client, timeout, self.address).epoch
+        except (ReplayUnavailableError, ReplayConfigMismatchError) as err:
             log.warning("replay stats unavailable: %s", err)
             return {}
+        return stats
+
+    def _check_shrink(self, stats: dict[str, Any]) -> None:
+        """Report a replay table that lost items without a restart (a reset or a wipe)."""
+        from replay.info import unexplained_shrink
+
+        deleted = self.sampler.duplicates_deleted + self.sampler.forged_dropped
+        why = unexplained_shrink(self._replay, stats, deleted - self._deleted_seen)
+        self._deleted_seen = deleted
+        if why:
+            self.replay_wipes += 1
+            self.last_replay_wipe = why
+            log.error("%s", why)
 
     def _log(self, metrics: dict[str, torch.Tensor], window: dict) -> dict[str, float]:
         self.learner.check_finite(str(self.last_checkpoint) if self.last_checkpoint else None)
@@ -327,6 +348,7 @@ class OnlineLearner:
         self._rates["updates_per_sec"] = (self.online_updates - window["updates"]) / dt
         self._rates["wait_fraction"] = min(1.0, window["waited"] / dt)
         stats = self._replay_stats()
+        self._check_shrink(stats)
         if stats and self._replay:
             inserted = stats["inserts"] - self._replay.get("inserts", 0)
             self._rates["inserts_per_sec"] = max(0, inserted) / dt
@@ -379,6 +401,9 @@ class OnlineLearner:
                     "replay_address": self.address,
                     "replay_size": self._replay.get("size"),
                     "replay_duplicates_dropped": self.sampler.duplicates_dropped,
+                    "replay_forged_dropped": self.sampler.forged_dropped,
+                    "replay_wipes": self.replay_wipes,
+                    "last_replay_wipe": self.last_replay_wipe,
                     "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
                     "device": str(self.learner.device),
                 },

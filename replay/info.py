@@ -56,6 +56,26 @@ def table_stats(client: Any, timeout_s: float = 10.0) -> dict[str, Any]:
     return out
 
 
+def unexplained_shrink(prev: dict[str, Any], now: dict[str, Any], deleted: int) -> str | None:
+    """Why ``online`` lost items between two :func:`table_stats` (with ``epoch``), or None.
+
+    In normal operation the table never shrinks: FIFO eviction keeps it at ``max_size`` and a
+    restart (a new epoch) restores a checkpoint. What else shrinks it is a reset or deletes by
+    someone else (``deleted``: items this process deleted itself, duplicates and forgeries).
+    """
+    if not prev or not now or prev.get("epoch") != now.get("epoch"):
+        return None
+    lost = prev["size"] - now["size"] - deleted
+    if lost <= max(8, 0.05 * prev["size"]):
+        return None
+    return (
+        f"replay table '{ONLINE_TABLE}' shrank from {prev['size']} to {now['size']} items "
+        f"without a server restart ({lost} items unexplained): it was reset or items were "
+        "deleted by another client; the actors keep what a checkpoint does not hold yet, but "
+        "what the table held before is gone"
+    )
+
+
 def stats_at(address: str, timeout_s: float = 10.0) -> dict[str, Any]:
     """:func:`table_stats` of the server at ``address`` (host:port)."""
     import reverb

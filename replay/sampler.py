@@ -4,13 +4,14 @@ Usage (learner side)::
 
     from replay.sampler import OnlineSampler
 
-    sampler = OnlineSampler(address, batch_size=n_online, device="cuda", prefetch=2)
+    sampler = OnlineSampler(address, batch_size=n_online, device="cuda", prefetch=2,
+                            secret=deployment_secret(cfg.deploy))
     batch = sampler.next(timeout=5.0)   # dict of tensors, or None: nothing arrived in time
     ...
     sampler.close()
 
 ``OnlineSampler(address, batch_size, device="cpu", prefetch=2, *, timeout_s=2.0,
-rpc_timeout_s=10.0)``. A background thread reads the ``online`` table through a
+rpc_timeout_s=10.0, secret)``. A background thread reads the ``online`` table through a
 ``reverb.TrajectoryDataset`` (uniform sampling; each sampled item is one transition) and
 assembles batches of exactly ``batch_size`` with the keys of ``replay.tables.TRANSITION_KEYS``:
 ``image`` uint8 (B,H,W,3), ``proprio`` f32 (B,P), ``task`` int64 (B,), ``action`` f32 (B,A),
@@ -24,6 +25,11 @@ dataset ends, :attr:`waiting` becomes true, a partial batch is kept (no sampled 
 dropped) and the dataset is opened again. When the server is unreachable or restarts, the
 thread logs it, backs off and reconnects; :meth:`next` just returns None meanwhile, so the
 learner never crashes on a replay outage.
+
+Authentication: every item carries an HMAC of its transition under the deployment secret
+(``replay.tables.MAC_KEY``); a row whose authenticator does not match never reaches a batch,
+its item is deleted and :attr:`forged_dropped` counts it. Anyone who can reach the Reverb port
+can still insert items, but not ones the learner learns from.
 
 Duplicates: after a replay restart an actor delivers again what the restored checkpoint may
 not hold, so a transition can be in the table twice, under two item keys. Every item carries
@@ -47,7 +53,8 @@ from typing import Any
 import numpy as np
 
 from replay.info import server_info
-from replay.tables import ID_KEYS, ONLINE_TABLE, TRANSITION_KEYS
+from replay.tables import ID_KEYS, MAC_KEY, ONLINE_TABLE, TRANSITION_KEYS
+from robofume.auth import authentic_rows
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,7 @@ class OnlineSampler:
         timeout_s: float = 2.0,
         rpc_timeout_s: float = 10.0,
         table: str = ONLINE_TABLE,
+        secret: bytes,
     ):
         import reverb
         import torch
@@ -96,6 +104,10 @@ class OnlineSampler:
         """Rows dropped because their transition was already sampled under another key."""
         self.duplicates_deleted = 0
         """Distinct duplicate items deleted from the table."""
+        self.forged_dropped = 0
+        """Rows dropped (and their items deleted) because their authenticator did not match:
+        transitions written by someone without the deployment secret, or altered."""
+        self._secret = secret
         self._deleted: set[int] = set()
         self._seen: OrderedDict[int, int] = OrderedDict()
         self._seen_max = 1 << 20
@@ -183,7 +195,7 @@ class OnlineSampler:
                 for sample in dataset.as_numpy_iterator():
                     self.waiting = False
                     self.last_sample_at = time.monotonic()
-                    carry = self._emit(carry, self._unique(sample))
+                    carry = self._emit(carry, self._unique(self._authentic(sample)))
                     if self._stop.is_set():
                         return
             except Exception as err:  # stream broke: server stopped or restarted
@@ -204,6 +216,8 @@ class OnlineSampler:
         if signature is None:
             raise ValueError(f"table {self.table!r} at {self.address} has no signature")
         missing = set(TRANSITION_KEYS) - set(signature)
+        if MAC_KEY not in signature:
+            missing.add(MAC_KEY)
         if missing:
             raise ValueError(f"table {self.table!r} lacks keys {sorted(missing)}")
         self._has_ids = all(k in signature for k in ID_KEYS)
@@ -220,6 +234,30 @@ class OnlineSampler:
             rate_limiter_timeout_ms=max(1, int(self.timeout_s * 1000)),
         )
         return dataset.batch(self.batch_size)
+
+    def _authentic(self, sample: Any) -> Any:
+        """The sampled rows signed with the deployment secret; forged items are deleted."""
+        data = sample.data
+        ok = authentic_rows(self._secret, data)
+        if ok.all():
+            return sample
+        keys = np.asarray(sample.info.key).reshape(-1)
+        forged = sorted({int(k) for k in keys[~ok]})
+        self.forged_dropped += int((~ok).sum())
+        log.error(
+            "dropped %d transition(s) from replay at %s whose authenticator does not match "
+            "(not written by an actor holding this deployment's secret, or altered); %d so far",
+            int((~ok).sum()),
+            self.address,
+            self.forged_dropped,
+        )
+        try:
+            self._client.mutate_priorities(self.table, deletes=forged)
+        except Exception as err:  # dropped from the batch anyway; deleted when seen again
+            log.warning("could not delete %d forged item(s): %s", len(forged), err)
+        kept = {k: np.asarray(v)[ok] for k, v in data.items()}
+        info = type(sample.info)(*(np.asarray(f)[ok] for f in sample.info))
+        return type(sample)(info=info, data=kept)
 
     def _unique(self, sample: Any) -> dict[str, np.ndarray]:
         """The sampled rows whose transition has not been seen under another item key; the

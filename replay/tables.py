@@ -12,7 +12,10 @@ so each frame is stored once (an item holds references, not copies) and an item 
 steps of two episodes. The item keys are the learner's batch keys (:data:`TRANSITION_KEYS`)
 plus :data:`ID_KEYS`: ``episode_id`` (int64, a random id the actor gives each delivered
 episode once and reuses when it delivers it again) and ``step`` (int32, t). Together they name
-a transition, so the learner's sampler recognises a redelivered copy (see ``replay.sampler``).
+a transition, so the learner's sampler recognises a redelivered copy (see ``replay.sampler``),
+and :data:`MAC_KEY` (uint8 (32,)), the transition's authenticator: the sampler drops (and
+deletes) any item whose authenticator does not match, so only actors holding the deployment
+secret (``robofume.auth``) can put experience in front of the learner.
 
 ``replay_marker`` (max size 1) holds the server's epoch and checkpoint counter, written by the
 server at start and around each checkpoint (see ``replay.marker``): actors read it to know
@@ -59,7 +62,12 @@ TRANSITION_KEYS = BATCH_KEYS
 ID_KEYS = ("episode_id", "step")
 """Item columns naming a transition: the actor's episode id and the step index in it."""
 
-ITEM_KEYS = (*TRANSITION_KEYS, *ID_KEYS)
+MAC_KEY = "mac"
+"""Item column holding the transition's authenticator: HMAC-SHA256 under the deployment
+secret over the transition and its ids (``robofume.auth.transition_macs``), written by the
+actor, checked by the learner's sampler before a row reaches a batch."""
+
+ITEM_KEYS = (*TRANSITION_KEYS, *ID_KEYS, MAC_KEY)
 """Every column of an ``online`` item."""
 
 STEP_COLUMNS = (
@@ -72,6 +80,7 @@ STEP_COLUMNS = (
     "task",
     "episode_id",
     "step",
+    "mac",
 )
 """Columns of one trajectory step (the last step of an episode has only image and proprio)."""
 
@@ -95,6 +104,7 @@ def transition_spec(cfg: ExperimentConfig) -> dict[str, tuple[tuple[int, ...], n
         "mc_return": ((), f32),
         "episode_id": ((), np.dtype(np.int64)),
         "step": ((), np.dtype(np.int32)),
+        "mac": ((32,), u8),
     }
 
 

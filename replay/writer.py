@@ -63,6 +63,7 @@ from replay.errors import EpisodeRejectedError, ReplayConfigMismatchError, Repla
 from replay.info import server_info
 from replay.marker import Marker, read_marker
 from replay.tables import ONLINE_TABLE, signature_to_spec, transition_spec
+from robofume.auth import transition_macs
 
 if TYPE_CHECKING:
     from robofume.config import ExperimentConfig
@@ -73,7 +74,16 @@ log = logging.getLogger(__name__)
 EPISODE_ID_META = "replay_episode_id"
 """``Episode.meta`` key of the id its transitions carry in replay (given on the first write)."""
 
-TRANSITION_COLUMNS = ("action", "reward", "terminal", "mc_return", "task", "episode_id", "step")
+TRANSITION_COLUMNS = (
+    "action",
+    "reward",
+    "terminal",
+    "mc_return",
+    "task",
+    "episode_id",
+    "step",
+    "mac",
+)
 """Per-transition columns of a trajectory step (empty at the last step of an episode)."""
 
 
@@ -97,9 +107,18 @@ class EpisodeWriter:
         timeout_s: float | None = None,
         flush_every: int | None = None,
         max_wait_s: float | None = None,
+        secret: bytes | None = None,
     ):
         import reverb
 
+        from robofume.auth import deployment_secret
+
+        if secret is None and cfg is None:
+            raise ValueError(
+                "EpisodeWriter needs the deployment secret (secret=..., or a config to read "
+                "it from): the learner drops transitions that are not signed with it"
+            )
+        self._secret = secret if secret is not None else deployment_secret(cfg.deploy)
         self.address = address
         self.cfg = cfg
         self.timeout_s = float(
@@ -222,6 +241,14 @@ class EpisodeWriter:
             raise EpisodeRejectedError(f"{where}: episode id {eid} is not in [1, 2**63)")
         out["episode_id"] = np.full((t,), eid, np.int64)
         out["step"] = np.arange(t, dtype=np.int32)
+        rows = {k: v for k, v in out.items() if k not in ("image", "proprio")}
+        rows.update(
+            image=out["image"][:-1],
+            proprio=out["proprio"][:-1],
+            next_image=out["image"][1:],
+            next_proprio=out["proprio"][1:],
+        )
+        out["mac"] = transition_macs(self._secret, rows)
         return out
 
     # -- sending ------------------------------------------------------------------------------
@@ -256,6 +283,7 @@ class EpisodeWriter:
                         "mc_return": h["mc_return"][-2],
                         "episode_id": h["episode_id"][-2],
                         "step": h["step"][-2],
+                        "mac": h["mac"][-2],
                     },
                 )
                 if i % self.flush_every == 0:

@@ -143,3 +143,46 @@ def check_weights(
             f"{running[0]} version {running[1]} (a replayed old publish)",
         )
     return stamp
+
+
+# --- transitions -------------------------------------------------------------------------
+
+TRANSITION_AUTH_KEYS: tuple[tuple[str, str], ...] = (
+    ("image", "u1"),
+    ("proprio", "<f4"),
+    ("action", "<f4"),
+    ("reward", "<f4"),
+    ("terminal", "<f4"),
+    ("mc_return", "<f4"),
+    ("task", "<i8"),
+    ("next_image", "u1"),
+    ("next_proprio", "<f4"),
+    ("episode_id", "<i8"),
+    ("step", "<i4"),
+)
+"""What a transition's authenticator covers, in order, with the dtype its bytes are read in
+(so writer and sampler hash the same bytes whatever dtype their arrays arrive in)."""
+MAC_BYTES = 32
+
+
+def transition_macs(secret: bytes, rows: Mapping[str, np.ndarray]) -> np.ndarray:
+    """uint8 (N, 32): HMAC-SHA256 of each of N transitions (``rows[key]`` has N rows)."""
+    cols = [np.ascontiguousarray(rows[k], dtype=np.dtype(dt)) for k, dt in TRANSITION_AUTH_KEYS]
+    n = len(cols[0])
+    out = np.empty((n, MAC_BYTES), np.uint8)
+    for i in range(n):
+        mac = hmac.new(secret, digestmod=hashlib.sha256)
+        for col in cols:
+            mac.update(memoryview(col[i]).cast("B") if col[i].ndim else col[i].tobytes())
+        out[i] = np.frombuffer(mac.digest(), np.uint8)
+    return out
+
+
+def authentic_rows(secret: bytes, rows: Mapping[str, np.ndarray]) -> np.ndarray:
+    """bool (N,): which rows carry the authenticator (``rows["mac"]``) of their contents."""
+    expected = transition_macs(secret, rows)
+    given = np.asarray(rows["mac"], np.uint8).reshape(len(expected), -1)
+    if given.shape[1] != MAC_BYTES:
+        return np.zeros(len(expected), bool)
+    # constant-time per row is not needed here: nothing is revealed to the writer
+    return (given == expected).all(axis=1)

@@ -18,6 +18,7 @@ import portpicker
 import pytest
 
 from robofume import metrics as tags
+from robofume.auth import deployment_secret
 
 ROOT = Path(__file__).resolve().parents[1]
 ACTOR_STEPS = 120
@@ -199,7 +200,9 @@ def test_transitions_in_replay_carry_rewards_and_mc_returns(cluster):
     try:
         assert server.stats()["size"] >= ACTOR_STEPS - 40
         EpisodeWriter(server.address, cfg).write(_filler_episode(cfg, 60))
-        with OnlineSampler(server.address, 64, timeout_s=5) as sampler:
+        with OnlineSampler(
+            server.address, 64, timeout_s=5, secret=deployment_secret(cfg.deploy)
+        ) as sampler:
             batch = sampler.next(timeout=60)
         assert batch is not None, "the restored replay server gave no batch"
         from_actor = batch["image"].reshape(64, -1).amax(dim=1).numpy() > 0

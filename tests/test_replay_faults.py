@@ -14,6 +14,7 @@ from replay.sampler import OnlineSampler
 from replay.server import list_checkpoints
 from replay.weights import WeightsClient
 from replay.writer import EpisodeWriter
+from robofume.auth import deployment_secret
 
 OVERRIDES = ("--replay.min_size_to_sample", "1", "--learner.utd_ratio", "100")
 
@@ -34,7 +35,9 @@ def test_server_kill_and_restart(tmp_path):
         weights.publish({"w": [1.0, 2.0]}, version=4, config_hash=cfg.hash)
         reverb.Client(address).checkpoint()
         writer.write(coded_episode(cfg, 2, 5))  # after the checkpoint: lost with a hard kill
-        sampler = OnlineSampler(address, 8, timeout_s=0.5, rpc_timeout_s=2)
+        sampler = OnlineSampler(
+            address, 8, timeout_s=0.5, rpc_timeout_s=2, secret=deployment_secret(cfg.deploy)
+        )
         assert sampler.next(timeout=20) is not None
 
         proc.kill()  # a crash: no final checkpoint

@@ -20,6 +20,7 @@ from replay.info import stats_at
 from replay.marker import read_marker
 from replay.sampler import OnlineSampler
 from replay.writer import EpisodeWriter
+from robofume.auth import deployment_secret
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -122,7 +123,9 @@ def test_kill_9_loses_nothing_and_duplicates_never_reach_a_batch(tmp_path):
 
         expected = {(seq, t) for seq in range(11) for t in range(STEPS)}
         keys_of: dict[tuple[int, int], set[int]] = defaultdict(set)
-        sampler = OnlineSampler(address, 8, timeout_s=0.5, rpc_timeout_s=2)
+        sampler = OnlineSampler(
+            address, 8, timeout_s=0.5, rpc_timeout_s=2, secret=deployment_secret(cfg.deploy)
+        )
         keep_mask = sampler._keep_mask
 
         def recording(keys, ids, steps):  # which item each row that reaches a batch came from

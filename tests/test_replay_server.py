@@ -13,6 +13,7 @@ from replay.server import list_checkpoints, start_replay_server
 from replay.tables import ONLINE_TABLE, TRANSITION_KEYS
 from replay.weights import WeightsClient
 from replay.writer import EpisodeWriter
+from robofume.auth import deployment_secret
 
 # batch 16 at mixing 0.5 -> 8 online items per update; utd 0.5 -> 4 samples per env step;
 # min size 16 and tolerance 0.25 -> the learner may take 16 samples beyond the target.
@@ -81,7 +82,9 @@ def test_items_pair_step_t_with_t_plus_1_of_the_same_episode(cfg, server):
     assert stats["size"] == sum(lengths.values())
     assert stats["episodes"] == 3
     seen = set()
-    with OnlineSampler(server.address, 8, timeout_s=0.5) as sampler:
+    with OnlineSampler(
+        server.address, 8, timeout_s=0.5, secret=deployment_secret(cfg.deploy)
+    ) as sampler:
         batches = drain(sampler)
     assert batches, "the sampler produced nothing"
     for batch in batches:
@@ -106,7 +109,9 @@ def test_items_pair_step_t_with_t_plus_1_of_the_same_episode(cfg, server):
 
 def test_rate_limiter_blocks_the_sampler_at_the_utd_target(cfg, server):
     writer = EpisodeWriter(server.address, cfg)
-    with OnlineSampler(server.address, 8, timeout_s=0.3, prefetch=1) as sampler:
+    with OnlineSampler(
+        server.address, 8, timeout_s=0.3, prefetch=1, secret=deployment_secret(cfg.deploy)
+    ) as sampler:
         writer.write(coded_episode(cfg, 1, 10))  # below min size: nothing to sample
         assert sampler.next(timeout=1.0) is None
         writer.write(coded_episode(cfg, 2, 10))
@@ -179,7 +184,9 @@ def test_checkpoint_restore(cfg, tmp_path):
         assert stats["size"] == 7 and stats["inserts"] == 7
         assert WeightsClient(again.address).latest_version() == 3
         EpisodeWriter(again.address, cfg).write(coded_episode(cfg, 6, 30))
-        with OnlineSampler(again.address, 8, timeout_s=0.3) as sampler:
+        with OnlineSampler(
+            again.address, 8, timeout_s=0.3, secret=deployment_secret(cfg.deploy)
+        ) as sampler:
             batch = sampler.next(timeout=10)
         assert batch is not None
         assert set(batch["image"][:, 0, 0, 0].tolist()) <= {5, 6}
@@ -203,3 +210,32 @@ def test_inserts_wait_when_actors_run_far_ahead(tmp_path):
         assert srv.stats()["size"] == 18
     finally:
         srv.stop(checkpoint=False)
+
+
+def test_forged_transitions_never_reach_a_batch(cfg, server):
+    EpisodeWriter(server.address, cfg).write(coded_episode(cfg, 7, 24))
+    forged = coded_episode(cfg, 8, 24)
+    forged.rewards[:] = 123.0  # what an attacker on the network would like the learner to see
+    EpisodeWriter(server.address, cfg, secret=b"f" * 64).write(forged)  # no deployment secret
+    assert server.stats()["size"] == 48
+    with OnlineSampler(server.address, 8, timeout_s=0.5, secret=deployment_secret(cfg.deploy)) as s:
+        batches = drain(s)
+        forged_dropped = s.forged_dropped
+    rows = np.concatenate([b["reward"].numpy() for b in batches])
+    assert len(rows) > 0 and not np.any(rows == 123.0)
+    assert forged_dropped > 0
+    assert server.stats()["size"] < 48  # forged items were deleted as they were found
+    with pytest.raises(ValueError, match="needs the deployment secret"):
+        EpisodeWriter(server.address)
+
+
+def test_a_wiped_table_is_told_from_a_restart():
+    from replay.info import unexplained_shrink
+
+    before = {"size": 140, "epoch": 1}
+    assert unexplained_shrink(before, {"size": 0, "epoch": 1}, deleted=0)  # a reset
+    assert "shrank from 140 to 60" in unexplained_shrink(before, {"size": 60, "epoch": 1}, 0)
+    assert unexplained_shrink(before, {"size": 60, "epoch": 2}, 0) is None  # restored checkpoint
+    assert unexplained_shrink(before, {"size": 130, "epoch": 1}, deleted=10) is None  # own deletes
+    assert unexplained_shrink(before, {"size": 150, "epoch": 1}, 0) is None
+    assert unexplained_shrink({}, {"size": 0, "epoch": 1}, 0) is None
