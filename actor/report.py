@@ -194,12 +194,3 @@ class Reporter:
     @property
     def last(self) -> dict[str, Any] | None:
         return self._last
-
-
-def window_rate(history: deque[tuple[float, int]], now: float, steps: int) -> float | None:
-    """Steps per second over the recorded window (appends the current sample)."""
-    history.append((now, steps))
-    if len(history) < 2:
-        return None
-    (t0, s0), (t1, s1) = history[0], history[-1]
-    return (s1 - s0) / (t1 - t0) if t1 > t0 else None

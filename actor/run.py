@@ -24,11 +24,12 @@ from actor.delivery import DeliveryQueue, EpisodeSink
 from actor.labels import Labeller, LabelTracker
 from actor.loop import Actor, ResetFreeLoop
 from actor.outbox import Outbox
-from actor.report import Reporter, window_rate
+from actor.report import Reporter
 from actor.scheduler import TickScheduler
 from actor.weights import Policy, WeightsPuller, WeightsSource
 from robofume.auth import deployment_secret
 from robofume.config import ExperimentConfig
+from robofume.status import window_rate
 from robofume.threads import size_threads
 
 log = logging.getLogger(__name__)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 NO_CALIBRATION = -1e9
 """mc_return given to online rows when ``learner.online_calibration`` is off (bound inactive)."""
 HEARTBEAT_S = 5.0
+RATE_WINDOW_BEATS = 7
+"""Heartbeats over which status computes the learner's rate (30 s at HEARTBEAT_S)."""
 WAIT_LOG_S = 30.0
 
 
@@ -165,6 +168,7 @@ class OnlineLearner:
         self.last_checkpoint: Path | None = latest_checkpoint(self.ckpt_dir)
         self._tb: Any = None
         self._replay: dict[str, Any] = {}
+        self._beats: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW_BEATS)
         self._deleted_seen = 0
         self.replay_wipes = 0
         """Times the replay table lost items that no restart or own deletion explains."""
@@ -383,7 +387,10 @@ class OnlineLearner:
         return self._tb
 
     def _heartbeat(self) -> None:
-        from robofume.status import write_status
+        from robofume.status import window_rate, write_status
+
+        # over the last RATE_WINDOW_BEATS heartbeats, so an idle learner shows 0, not its last burst
+        rate = window_rate(self._beats, time.monotonic(), self.online_updates)
 
         try:
             write_status(
@@ -395,7 +402,7 @@ class OnlineLearner:
                     "policy_version": self.published,
                     "utd_ratio": round(self.utd_ratio, 4),
                     "utd_target": self.cfg.learner.utd_ratio,
-                    "updates_per_sec": round(self._rates["updates_per_sec"], 3),
+                    "updates_per_sec": round(rate if rate is not None else 0.0, 3),
                     "wait_fraction": round(self._rates["wait_fraction"], 3),
                     "sampler": self.sampler.state,
                     "replay_address": self.address,

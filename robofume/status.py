@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,12 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def window_rate(history: deque[tuple[float, int]], now: float, steps: int) -> float | None:
+    """Steps per second over the recorded window (appends the current sample)."""
+    history.append((now, steps))
+    if len(history) < 2:
+        return None
+    (t0, s0), (t1, s1) = history[0], history[-1]
+    return (s1 - s0) / (t1 - t0) if t1 > t0 else None
