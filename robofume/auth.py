@@ -169,12 +169,10 @@ def transition_macs(secret: bytes, rows: Mapping[str, np.ndarray]) -> np.ndarray
     """uint8 (N, 32): HMAC-SHA256 of each of N transitions (``rows[key]`` has N rows)."""
     cols = [np.ascontiguousarray(rows[k], dtype=np.dtype(dt)) for k, dt in TRANSITION_AUTH_KEYS]
     n = len(cols[0])
+    flat = np.concatenate([c.reshape(n, -1).view(np.uint8) for c in cols], axis=1)
     out = np.empty((n, MAC_BYTES), np.uint8)
     for i in range(n):
-        mac = hmac.new(secret, digestmod=hashlib.sha256)
-        for col in cols:
-            mac.update(memoryview(col[i]).cast("B") if col[i].ndim else col[i].tobytes())
-        out[i] = np.frombuffer(mac.digest(), np.uint8)
+        out[i] = np.frombuffer(hmac.new(secret, flat[i], hashlib.sha256).digest(), np.uint8)
     return out
 
 
