@@ -42,6 +42,8 @@ class Reporter:
         self._finalized = 0
         self._events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._recent: dict[str, deque[float]] = {}
+        self._recent_predicted: dict[str, deque[float]] = {}
+        self._recent_forward: deque[float] = deque(maxlen=20)
         self._confusion = np.zeros(4, dtype=np.int64)  # fp, negatives, fn, positives
         self.episodes_delivered: dict[str, int] = {}
         self.gt_success: dict[str, list[int]] = {}
@@ -135,6 +137,16 @@ class Reporter:
                     tag = M.per_task(M.ACTOR_EPISODE_STRIP, task)
                     writer.add_image(tag, ev["strip"], ev["step"], dataformats="HWC")
             camera = (ev["camera"], ev["step"])
+            predicted = self._recent_predicted.setdefault(task, deque(maxlen=20))
+            predicted.append(float(ev["predicted_success"]))
+            if writer is not None:
+                step_ = ev["step"]
+                writer.add_scalar(
+                    M.per_task(M.PREDICTED_SUCCESS_RATE, task), np.mean(predicted), step_
+                )
+                writer.add_scalar(
+                    M.per_task(M.EPISODES, task), self.episodes_delivered[task], step_
+                )
             if "false_success" in ev:
                 self.false_successes[0] += int(ev["false_success"])
                 self.false_successes[1] += 1
@@ -146,6 +158,11 @@ class Reporter:
                 counts[1] += 1
                 if writer is not None:
                     writer.add_scalar(M.per_task(M.SUCCESS_RATE, task), np.mean(recent), ev["step"])
+                    if task.endswith("_forward"):
+                        self._recent_forward.append(float(ev["gt_success"]))
+                        writer.add_scalar(
+                            M.SUCCESS_RATE_ALL_FORWARD, np.mean(self._recent_forward), ev["step"]
+                        )
         if writer is not None and camera is not None:
             writer.add_image(M.ACTOR_CAMERA, camera[0], camera[1], dataformats="HWC")
         fp, neg, fn, pos = (int(x) for x in self._confusion)

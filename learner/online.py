@@ -367,6 +367,7 @@ class OnlineLearner:
         tb.add_scalar(tags.LEARNER_WAIT_FRACTION, self._rates["wait_fraction"], step)
         if self._replay:
             tb.add_scalar(tags.LEARNER_UTD_RATIO, self.utd_ratio, step)
+            tb.add_scalar(tags.HEADLINE_UTD_TARGET, self.cfg.learner.utd_ratio, step)
             tb.add_scalar(tags.REPLAY_SIZE, self._replay["size"], step)
             tb.add_scalar(tags.REPLAY_INSERTS_PER_SEC, self._rates["inserts_per_sec"], step)
         tb.flush()

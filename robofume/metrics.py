@@ -1,30 +1,49 @@
-"""TensorBoard tag names, defined once. Tags are ``<area>/<snake_case>``."""
+"""TensorBoard tag names, defined once. Tags are ``<area>/<snake_case>``.
+
+``Headline/`` (capitalised, so TensorBoard lists it before every other group) answers "is the
+robot getting better?": ground-truth success, predicted success, episode counts, policy lag,
+effective versus target UTD.
+"""
 
 from __future__ import annotations
 
-# charts: what the robot achieves
-SUCCESS_RATE = "charts/success_rate"
-EPISODE_RETURN = "charts/episode_return"
-EPISODE_LENGTH = "charts/episode_length"
+# Headline: what the robot achieves, first on the dashboard
+SUCCESS_RATE = "Headline/true_success_last20"
+"""Ground-truth (simulator) success of the actor's last 20 episodes, per task."""
+SUCCESS_RATE_ALL_FORWARD = "Headline/true_success_last20/all_forward_tasks"
+"""Ground-truth success of the last 20 episodes of every forward task together."""
+PREDICTED_SUCCESS_RATE = "Headline/predicted_success_last20"
+"""Episodes the reward model ended on success, last 20, per task (compare with the truth)."""
+EPISODES = "Headline/episodes"
+"""Finished episodes, per task."""
+HEADLINE_POLICY_LAG = "Headline/policy_lag"
+"""Learner version minus the version the actor runs."""
+HEADLINE_UTD = "Headline/utd_effective"
+"""Updates per environment step the learner achieved (``Headline/utd_target`` beside it)."""
+HEADLINE_UTD_TARGET = "Headline/utd_target"
+EPISODE_RETURN = "episodes/return"
+EPISODE_LENGTH = "episodes/length"
 
 # losses: the learner's terms
 CRITIC_LOSS = "losses/critic_loss"
 ACTOR_LOSS = "losses/actor_loss"
 BC_LOSS = "losses/bc_loss"
 CQL_PENALTY = "losses/cql_penalty"
-CALQL_BOUND_RATE = "losses/calql_bound_rate"
-ALPHA = "losses/alpha"
-CQL_ALPHA = "losses/cql_alpha"
-Q_MEAN = "losses/q_mean"
-ENTROPY = "losses/entropy"
 CRITIC_TOTAL = "losses/critic_total"
 ACTOR_RL_LOSS = "losses/actor_rl_loss"
 ALPHA_LOSS = "losses/alpha_loss"
-TARGET_Q_MEAN = "losses/target_q_mean"
+
+# the learner's state (not losses)
+CALQL_BOUND_RATE = "critic/calql_bound_rate"
+Q_MEAN = "critic/q_mean"
+TARGET_Q_MEAN = "critic/target_q_mean"
+ALPHA = "temperature/alpha"
+CQL_ALPHA = "temperature/cql_alpha"
+ENTROPY = "policy/entropy"
 
 # actor: the robot-side loop
 ACTOR_STEPS_PER_SEC = "actor/steps_per_sec"
-ACTOR_POLICY_LAG = "actor/policy_lag"
+ACTOR_POLICY_LAG = HEADLINE_POLICY_LAG
 ACTOR_LABEL_LAG_STEPS = "actor/label_lag_steps"
 ACTOR_INTERVENTIONS = "actor/interventions"
 ACTOR_TICK_JITTER_MS = "actor/tick_jitter_ms"
@@ -48,7 +67,7 @@ REPLAY_INSERTS_PER_SEC = "replay/inserts_per_sec"
 
 # learner
 LEARNER_UPDATES_PER_SEC = "learner/updates_per_sec"
-LEARNER_UTD_RATIO = "learner/utd_ratio"
+LEARNER_UTD_RATIO = HEADLINE_UTD
 LEARNER_STEP = "learner/step"
 LEARNER_WAIT_FRACTION = "learner/wait_fraction"
 
@@ -71,7 +90,7 @@ EVAL_EPISODE_LENGTH = "eval/episode_length"
 
 
 def per_task(tag: str, task: str) -> str:
-    """Tag of a per-task chart, e.g. ``charts/success_rate/vase_forward``."""
+    """Tag of a per-task chart, e.g. ``Headline/true_success_last20/vase_forward``."""
     return f"{tag}/{task}"
 
 

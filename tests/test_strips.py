@@ -56,6 +56,15 @@ def test_reporter_writes_strips_and_camera_to_tensorboard(tmp_path):
     images = acc.Tags()["images"]
     assert M.per_task(M.ACTOR_EPISODE_STRIP, "vase_forward") in images
     assert M.ACTOR_CAMERA in images
+    scalars = acc.Tags()["scalars"]
+    for tag in (
+        M.per_task(M.SUCCESS_RATE, "vase_forward"),
+        M.SUCCESS_RATE_ALL_FORWARD,
+        M.per_task(M.PREDICTED_SUCCESS_RATE, "vase_forward"),
+        M.per_task(M.EPISODES, "vase_forward"),
+    ):
+        assert tag in scalars and tag.startswith("Headline/"), tag
+    assert acc.Scalars(M.per_task(M.SUCCESS_RATE, "vase_forward"))[-1].value == 1.0
     strip = acc.Images(M.per_task(M.ACTOR_EPISODE_STRIP, "vase_forward"))[0]
     assert strip.step == 6 and strip.width > strip.height
 
