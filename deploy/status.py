@@ -13,12 +13,10 @@ STALE_S = 30.0
 
 def _probe_replay(address: str) -> dict[str, Any]:
     try:
-        import reverb
-
-        from replay.info import table_stats
+        from replay.info import stats_client, table_stats
         from replay.marker import read_marker
 
-        client = reverb.Client(address)
+        client = stats_client(address)
         stats = table_stats(client, timeout_s=3.0)
         try:  # live: a restart shows even before the new server's first heartbeat
             marker = read_marker(client, timeout_s=3.0, address=address)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from robofume.data import mc_returns
-from robofume.types import BATCH_KEYS, Episode
+from robofume.types import BATCH_KEYS, Episode, split_sizes
 
 TARGET_KINDS = ("target_forward", "target_reset")
 
@@ -135,14 +135,6 @@ class OfflineBuffer:
                 f"this dataset has {len(self)}: not the same data"
             )
         self.generator.set_state(state["generator"])
-
-
-def split_sizes(batch_size: int, ratio: float) -> tuple[int, int]:
-    """(n_first, n_second) for a batch with a fraction ``ratio`` from the first source."""
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"mixing ratio must be in [0, 1], got {ratio}")
-    n_first = round(batch_size * ratio)
-    return n_first, batch_size - n_first
 
 
 def mix_batches(

@@ -162,9 +162,9 @@ class OnlineLearner:
         self.weights = WeightsClient(
             self.address, timeout_s=rc.rpc_timeout_s, secret=deployment_secret(cfg.deploy)
         )
-        import reverb
+        from replay.info import stats_client
 
-        self._stats_client = reverb.Client(self.address)
+        self._stats_client = stats_client(self.address)
         self.last_checkpoint: Path | None = latest_checkpoint(self.ckpt_dir)
         self._tb: Any = None
         self._replay: dict[str, Any] = {}

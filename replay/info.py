@@ -76,6 +76,14 @@ def unexplained_shrink(prev: dict[str, Any], now: dict[str, Any], deleted: int) 
     )
 
 
+def stats_client(address: str) -> Any:
+    """A client for :func:`table_stats` and ``replay.marker.read_marker`` (processes outside
+    ``replay/`` never import Reverb themselves)."""
+    import reverb
+
+    return reverb.Client(address)
+
+
 def stats_at(address: str, timeout_s: float = 10.0) -> dict[str, Any]:
     """:func:`table_stats` of the server at ``address`` (host:port)."""
     import reverb

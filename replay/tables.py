@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from robofume.types import BATCH_KEYS
+from robofume.types import BATCH_KEYS, split_sizes
 
 if TYPE_CHECKING:
     from robofume.config import ExperimentConfig
@@ -128,8 +128,7 @@ def signature_to_spec(signature: Any) -> dict[str, tuple[tuple[int, ...], np.dty
 
 def online_batch_size(cfg: ExperimentConfig) -> int:
     """Online items in each learner batch: batch_size minus the offline share."""
-    offline = round(cfg.learner.mixing_ratio * cfg.learner.batch_size)
-    return cfg.learner.batch_size - offline
+    return split_sizes(cfg.learner.batch_size, cfg.learner.mixing_ratio)[1]
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,19 @@ BATCH_KEYS = (
 or from the replay server: images uint8 (B,H,W,3), ``task`` int64 task ids, the rest float32."""
 
 
+def split_sizes(batch_size: int, ratio: float) -> tuple[int, int]:
+    """(n_first, n_second) rows of a batch with a fraction ``ratio`` from the first source.
+
+    The one definition of the learner's offline/online split (``learner.mixing_ratio``): the
+    learner draws ``n_first`` offline and ``n_second`` online rows, and replay's rate limiter
+    counts ``n_second`` samples per update.
+    """
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"mixing ratio must be in [0, 1], got {ratio}")
+    n_first = round(batch_size * ratio)
+    return n_first, batch_size - n_first
+
+
 @dataclass
 class Episode:
     """One trajectory of T steps.
