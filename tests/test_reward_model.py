@@ -183,7 +183,8 @@ def test_finetune_scores_and_checkpoint_round_trip(backend, size, tmp_path):
 
 def test_vlm_backend_tiny_llava(tmp_path):
     pytest.importorskip("peft")
-    from reward_server.random_vlm import build_random_vlm
+    from tiny_vlm import build_random_vlm
+
     from reward_server.vlm import answer_token_ids
 
     base = build_random_vlm(tmp_path / "tiny-llava")
@@ -251,7 +252,8 @@ def test_finetune_and_evaluate_cli_on_hdf5_dataset(tmp_path, capsys):
 
 
 def test_question_model_hook_with_a_tiny_causal_lm(tmp_path):
-    from reward_server.random_vlm import build_random_lm
+    from tiny_vlm import build_random_lm
+
     from robofume.questions import make_llm_question_generator
 
     path = build_random_lm(tmp_path / "tiny-lm")

@@ -1,6 +1,6 @@
 """Randomly initialised models of real architectures, built offline (no weights download).
 
-For tests, smoke runs and throughput measurements where no pretrained weights can be
+Test fixtures: for tests where no pretrained weights can be
 downloaded. ``build_random_vlm(dir)`` writes a LLaVA (CLIP vision tower + Llama language model)
 directory (config, weights, word-level tokenizer with a chat template, CLIP image processor)
 that ``AutoProcessor``/``AutoModelForImageTextToText.from_pretrained(dir)`` load like any hub
