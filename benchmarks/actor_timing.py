@@ -115,7 +115,7 @@ class Publisher(threading.Thread):
 
 def run_config(preset: str, n_actors: int, seconds: float, tick_hz: float, every: float) -> dict:
     from replay.server import start_replay_server
-    from reward_server.model import make_reward_model
+    from reward_server.backends import make_reward_model
     from reward_server.server import start_server_thread
     from robofume.config import load_config
 

@@ -28,7 +28,7 @@ OUT = ROOT / "benchmarks" / "out"
 
 def make_checkpoint(path: Path, image_size: int) -> Path:
     """An embedded model (pretrained backbone, fresh head): speed does not depend on training."""
-    from reward_server.model import make_reward_model
+    from reward_server.backends import make_reward_model
     from robofume.config import load_config
 
     cfg = load_config("sim-cpu").reward

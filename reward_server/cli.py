@@ -72,8 +72,9 @@ def _fmt(x) -> str:
 
 @_clean_errors
 def _evaluate(args: argparse.Namespace) -> int:
+    from reward_server.backends import load_reward_model
     from reward_server.evaluate import evaluate
-    from reward_server.model import checkpoint_file, load_reward_model
+    from reward_server.model import checkpoint_file
 
     model = load_reward_model(args.checkpoint, device=args.device or "auto")
     panel = (
@@ -110,7 +111,7 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from reward_server.model import load_reward_model
+    from reward_server.backends import load_reward_model
     from reward_server.server import RewardServer
     from robofume.cli import config_from_args
     from robofume.status import write_status

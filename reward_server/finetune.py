@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from reward_server.backends import make_reward_model
 from reward_server.dataset import ClassifierData, load_classifier_data, split_three
-from reward_server.model import RewardModel, make_reward_model
+from reward_server.model import RewardModel
 from reward_server.thresholds import choose_threshold, classification_metrics
 from robofume import metrics as tags
 from robofume.config.reward import RewardConfig

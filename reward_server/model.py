@@ -15,7 +15,6 @@ held-out episode ids, held-out metrics, creation time).
 from __future__ import annotations
 
 import abc
-import dataclasses
 import hashlib
 import io
 import logging
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from robofume.config.base import from_dict, to_dict
+from robofume.config.base import to_dict
 from robofume.config.reward import RewardConfig
 from robofume.questions import question_for
 
@@ -182,19 +181,6 @@ def make_version(backend: str, state: dict[str, Any], threshold: float) -> str:
     return f"{backend}-{digest.hexdigest()[:10]}-{stamp}"
 
 
-def make_reward_model(cfg: RewardConfig, device: str = "auto") -> RewardModel:
-    """A fresh (not fine-tuned) model of ``cfg.backend``."""
-    if cfg.backend in ("embedded", "cnn"):
-        from reward_server.embedded import EmbeddedRewardModel
-
-        return EmbeddedRewardModel(cfg, device)
-    if cfg.backend == "vlm":
-        from reward_server.vlm import VLMRewardModel
-
-        return VLMRewardModel(cfg, device)
-    raise ValueError(f"unknown reward backend {cfg.backend!r}; use embedded, vlm or cnn")
-
-
 def checkpoint_file(path: str | Path) -> Path:
     """``model.pt`` inside a checkpoint directory, or the file itself."""
     path = Path(path)
@@ -219,26 +205,3 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         if key not in payload:
             raise CheckpointError(f"reward checkpoint {file} lacks {key!r}")
     return payload
-
-
-def load_reward_model(
-    path: str | Path, device: str = "auto", base_model: str | None = None
-) -> RewardModel:
-    """Load a fine-tuned reward model from a checkpoint file or directory.
-
-    ``base_model`` replaces the vlm base model's hub id/path recorded at training time (when
-    the weights moved). The model keeps the questions and threshold it was tuned with.
-    """
-    payload = read_checkpoint(path)
-    cfg = from_dict(RewardConfig, payload["reward_cfg"], "reward_cfg")
-    if base_model:
-        cfg = dataclasses.replace(cfg, model=base_model)
-    model = make_reward_model(cfg, device)
-    model.load_state_dict(payload["state"])
-    model.version = str(payload["version"])
-    model.threshold = float(payload["threshold"])
-    model.questions = dict(payload.get("questions", {}))
-    model.meta = dict(payload.get("meta", {}))
-    model.eval()
-    log.info("loaded reward model %s from %s on %s", model.version, path, model.device)
-    return model

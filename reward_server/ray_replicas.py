@@ -53,7 +53,7 @@ class RewardReplica:
         from robofume.logs import setup_logging
 
         setup_logging()
-        from reward_server.model import load_reward_model
+        from reward_server.backends import load_reward_model
         from reward_server.server import start_server_thread
 
         cfg = from_dict(RewardConfig, reward_cfg, "reward")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from reward_server.embedded import augment, to_float
+from reward_server.images import augment, to_float
 from reward_server.model import RewardModel
 from robofume.config.reward import RewardConfig
 

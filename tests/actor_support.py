@@ -63,7 +63,7 @@ def policy_variables(cfg: ExperimentConfig, seed: int = 0) -> dict[str, np.ndarr
 @functools.cache
 def reward_model(image_size: int = 32) -> Any:
     """An (untrained) cnn reward model with the model-free question embedding, built once."""
-    from reward_server.model import make_reward_model
+    from reward_server.backends import make_reward_model
     from robofume.config.reward import RewardConfig
 
     cfg = RewardConfig(backend="cnn", image_size=image_size, text_encoder="hash")

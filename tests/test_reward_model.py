@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import reward_fixtures as fx
 
+from reward_server.backends import load_reward_model
 from reward_server.dataset import build_dataset, label_frames, split_episodes, split_three
 from reward_server.finetune import finetune_data
-from reward_server.model import check_images, load_reward_model
+from reward_server.model import check_images
 from reward_server.thresholds import choose_threshold, classification_metrics
 from robofume.config.reward import RewardConfig
 from robofume.questions import UnknownTaskError, question_for, set_question_generator
