@@ -29,13 +29,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from robofume.data.bridge_raw import RawTrajectory, first_language
 from robofume.data.errors import DatasetError
 from robofume.data.hdf5 import EpisodeWriter, check_target
 from robofume.logs import progress
@@ -60,23 +61,6 @@ class BridgeMapping:
     """Metres per step that map to action 1.0 (the simulator's ``env.max_ee_step``)."""
     rot_scale: float = 0.25
     """Radians per step that map to a yaw action of 1.0 (``env.max_yaw_step``; action_dim 5)."""
-
-
-@dataclass
-class RawTrajectory:
-    """One Bridge trajectory as stored, before mapping."""
-
-    images: np.ndarray
-    """uint8 (N, H, W, 3) frames."""
-    states: np.ndarray
-    """float (N, 7) end-effector states."""
-    actions: np.ndarray
-    """float (N-1 or N, 7) actions."""
-    language: str
-    """The instruction ('' when unlabeled)."""
-    source: str
-    """Where it came from (file and index), for error messages and meta."""
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def task_name_for(language: str) -> str:
@@ -153,20 +137,6 @@ def to_episode(raw: RawTrajectory, mapping: BridgeMapping, path: str) -> Episode
 
 
 # -- numpy form -------------------------------------------------------------------------
-
-
-def _first_language(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (bytes, str)):
-        value = [value]
-    elif isinstance(value, np.ndarray):
-        value = value.reshape(-1).tolist()
-    for item in list(value):
-        text = item.decode() if isinstance(item, bytes) else str(item)
-        if text.strip():
-            return text.strip()
-    return ""
 
 
 _OBS_KEYS = ("images0", "state")
@@ -292,7 +262,7 @@ def read_npy(path: str | Path) -> Iterator[RawTrajectory]:
             images=images,
             states=states,
             actions=actions.reshape(len(actions), -1) if actions.size else actions,
-            language=_first_language(traj.get("language")),
+            language=first_language(traj.get("language")),
             source=f"{Path(path).name}[{i}]",
         )
 

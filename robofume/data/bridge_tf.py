@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from robofume.data.bridge import RawTrajectory, _first_language
+from robofume.data.bridge_raw import RawTrajectory, first_language
 from robofume.data.errors import DatasetError
 
 RLDS_IMAGE_KEYS = ("steps/observation/image_0", "steps/observation/image")
@@ -118,7 +118,7 @@ def read_tfrecord(path: str | Path) -> Iterator[RawTrajectory]:
             images=np.asarray(images, dtype=np.uint8) if images.dtype == np.uint8 else images,
             states=np.asarray(states, dtype=np.float64),
             actions=np.asarray(_tensor(path, name, features, "actions"), dtype=np.float64),
-            language=_first_language(language),
+            language=first_language(language),
             source=f"{path.name}[{i}]",
         )
 
@@ -178,7 +178,7 @@ def read_rlds(path: str | Path) -> Iterator[RawTrajectory]:
         language = ""
         if RLDS_LANGUAGE_KEY in keys:
             texts = _steps(path, name, features, lists, RLDS_LANGUAGE_KEY, None)
-            language = _first_language([t[0] for t in texts if t])
+            language = first_language([t[0] for t in texts if t])
         meta = {}
         if "episode_metadata/file_path" in features:
             fp = _values(features["episode_metadata/file_path"])
