@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from robofume.cli import main
+from deploy.command import main
 
 if __name__ == "__main__":
     sys.exit(main(["actor", *sys.argv[1:]]))

@@ -31,7 +31,7 @@ def robofume(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run the `robofume` CLI in a subprocess (no progress bars), output captured."""
     env = {**os.environ, "ROBOFUME_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "robofume.cli", *args],
+        [sys.executable, "-m", "deploy.command", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

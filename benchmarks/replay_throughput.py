@@ -77,7 +77,7 @@ def make_episode(cfg, frames, proprio, start: int, steps: int):
 def serve(port: int, run_dir: Path, overrides: list[str]) -> subprocess.Popen:
     import reverb
 
-    cmd = [sys.executable, "-m", "robofume.cli", "replay", "serve", "--preset", "sim-cpu"]
+    cmd = [sys.executable, "-m", "deploy.command", "replay", "serve", "--preset", "sim-cpu"]
     cmd += ["--port", str(port), "--deploy.run_dir", str(run_dir), *overrides]
     logf = open(run_dir / "server.log", "ab")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT)

@@ -46,7 +46,7 @@ def start_replica(ckpt: Path, port: int, overrides: list[str]) -> tuple[subproce
 
     env = dict(os.environ, OMP_NUM_THREADS="1", ROBOFUME_NO_PROGRESS="1", HF_HUB_OFFLINE="1")
     cmd = [
-        sys.executable, "-m", "robofume.cli", "reward", "serve", "--checkpoint", str(ckpt),
+        sys.executable, "-m", "deploy.command", "reward", "serve", "--checkpoint", str(ckpt),
         "--port", str(port), "--device", "cpu", "--reward.torch_threads", "1",
         "--deploy.run_dir", str(OUT / "reward_run"), *overrides,
     ]  # fmt: skip

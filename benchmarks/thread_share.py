@@ -118,7 +118,7 @@ class Neighbours:
         threads = [] if reward_threads is None else ["--reward.torch_threads", str(reward_threads)]
         env = _clean_env()
         self.logs = [open(run_dir / f"{n}.log", "w") for n in ("reward", "actor")]  # noqa: SIM115
-        cmd = [sys.executable, "-m", "robofume.cli", "reward", "serve", "--preset", preset,
+        cmd = [sys.executable, "-m", "deploy.command", "reward", "serve", "--preset", preset,
                "--checkpoint", str(ckpt), "--port", str(port), "--device", "cpu",
                "--deploy.run_dir", str(run_dir), *threads]  # fmt: skip
         self.reward = subprocess.Popen(

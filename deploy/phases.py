@@ -124,7 +124,7 @@ def run_step(cfg: ExperimentConfig, board: PhaseBoard, name: str, args: list[str
     progress_file = run_paths(cfg)["root"] / "phases" / f"{name}.json"
     progress_file.unlink(missing_ok=True)
     env = {**os.environ, PROGRESS_FILE_ENV: str(progress_file), "ROBOFUME_NO_PROGRESS": "1"}
-    cmd = [sys.executable, "-m", "robofume.cli", *args]
+    cmd = [sys.executable, "-m", "deploy.command", *args]
     log.info("phase %s: robofume %s", name, " ".join(args))
     board.update(name, state="running", command="robofume " + " ".join(args))
     proc = subprocess.Popen(cmd, env=env)

@@ -23,7 +23,7 @@ def _reports_errors(fn: Callable[[argparse.Namespace], int]) -> Callable:
         try:
             return fn(args)
         except ConfigError:
-            raise  # reported by robofume.cli (exit code 2)
+            raise  # reported by the robofume command (exit code 2)
         except (DatasetError, DatasetMismatchError) as err:
             log.error("dataset error: %s", err)
             return 2

@@ -1,6 +1,7 @@
-"""The ``robofume`` command: one entry point, subcommands registered by each area.
+"""What every ``robofume`` subcommand shares: the config flags and the config they build.
 
-Every area module exposes ``register(subparsers)``; handlers import heavy dependencies
+The command itself (``deploy.command``) registers each area's subcommands; every area module
+exposes ``register(subparsers)``; handlers import heavy dependencies
 (torch, TensorFlow, MuJoCo) lazily so ``robofume --help`` stays fast. Config overrides are
 ``--section.field VALUE`` arguments: every config-driven subcommand declares one per config
 field (generated from the config dataclasses and their field docstrings, so ``--help`` lists
@@ -10,43 +11,11 @@ them with their defaults), and they reach :func:`config_from_args` as ``args.ove
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import os
-import sys
-from collections.abc import Callable
 
-from robofume.config import ConfigError, ExperimentConfig, load_config
-from robofume.logs import setup_logging
+from robofume.config import ExperimentConfig, load_config
 
 log = logging.getLogger(__name__)
-
-AREAS = (
-    "robofume.envs.cli",
-    "robofume.data.cli",
-    "learner.cli",
-    "reward_server.cli",
-    "replay.cli",
-    "actor.cli",
-    "deploy.cli",
-)
-
-
-# Subcommands that take config overrides without --preset (they start from a checkpoint's
-# config), so add_config_args does not give them their override flags.
-OVERRIDES_WITHOUT_PRESET = ("evaluate",)
-
-THREAD_ROLES = {
-    "pretrain": "alone",
-    "evaluate": "alone",
-    "reward finetune": "alone",
-    "reward evaluate": "alone",
-    "generate": "generate",
-    "learner": "learner",
-    "reward serve": "reward",
-}
-"""Commands whose process sizes its torch threads (robofume.threads) before the handler runs;
-the actor sizes its own in ``run_actor``, the cluster's services in ``deploy.services``."""
 
 OVERRIDE_DEST = "override:"
 """Namespace attributes of declared overrides are ``override:<section.field>``."""
@@ -125,71 +94,3 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         getattr(args, "config_path", None),
         list(getattr(args, "overrides", []) or []),
     )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="robofume",
-        description="Reset-free robot fine-tuning: Cal-QL + BC with a VLM success classifier.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in AREAS:
-        importlib.import_module(module).register(sub)
-    for name in OVERRIDES_WITHOUT_PRESET:
-        add_config_fields(sub.choices[name])
-    return parser
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line; ``args.overrides`` holds the config overrides in order given."""
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    bad = [a for a in unknown if a.startswith("--") and "." not in a.split("=")[0]]
-    if bad:
-        parser.error(f"unrecognized arguments: {' '.join(bad)}")
-    declared = []
-    for key in [k for k in vars(args) if k.startswith(OVERRIDE_DEST)]:
-        declared += [f"--{key[len(OVERRIDE_DEST) :]}", getattr(args, key)]
-        delattr(args, key)
-    # unknown dotted flags (a misspelt field) stay overrides: load_config names the known ones
-    args.overrides = declared + unknown
-    return args
-
-
-def size_command_threads(args: argparse.Namespace) -> int | None:
-    """Size this process's threads for the command (:data:`THREAD_ROLES`); returns them."""
-    sub = getattr(args, f"{args.command}_command", None)
-    role = THREAD_ROLES.get(f"{args.command} {sub}" if sub else args.command)
-    if role is None:
-        return None
-    try:
-        cfg = config_from_args(args)
-    except (ConfigError, ValueError):  # the handler reports it
-        return None
-    from robofume.threads import size_threads
-
-    return size_threads(cfg, role)  # type: ignore[arg-type]
-
-
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (under Reverb) is chatty
-    args = parse_args(argv)
-    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
-    size_command_threads(args)
-    handler: Callable[[argparse.Namespace], int | None] = args.handler
-    try:
-        return int(handler(args) or 0)
-    except ConfigError as err:
-        log.error("config error: %s", err)
-        return 2
-    except KeyboardInterrupt:
-        log.warning("interrupted")
-        return 130
-    except BrokenPipeError:  # `robofume tasks | head`: the reader left; not an error
-        sys.stderr.close()
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -66,7 +66,7 @@ def start_server_process(port: int, run_dir: Path, *overrides: str) -> subproces
     """``robofume replay serve`` on ``port`` in a child process; returns once it answers."""
     import reverb
 
-    cmd = [sys.executable, "-m", "robofume.cli", "replay", "serve", "--preset", "smoke"]
+    cmd = [sys.executable, "-m", "deploy.command", "replay", "serve", "--preset", "smoke"]
     cmd += ["--port", str(port), "--deploy.run_dir", str(run_dir), *overrides]
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / f"replay_server_{port}.log"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from robofume.cli import build_parser, config_from_args, parse_args
+from deploy.command import build_parser, parse_args
+from robofume.cli import config_from_args
 from robofume.config import ConfigError, ExperimentConfig, LearnerConfig
 from robofume.config.fields import attribute_docs, config_fields, format_default
 
@@ -22,7 +23,7 @@ def _flat(text: str) -> str:
 
 def test_pretrain_help_lists_utd_ratio_with_its_docstring_and_default():
     out = subprocess.run(
-        [sys.executable, "-m", "robofume.cli", "pretrain", "--help"],
+        [sys.executable, "-m", "deploy.command", "pretrain", "--help"],
         cwd=ROOT,
         env={**os.environ, "COLUMNS": "400"},  # no wrapping: the docstring stays one line
         capture_output=True,

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from robofume.cli import main
+from deploy.command import main
 from robofume.data import DatasetError, read_episodes
 from robofume.data.bridge import BridgeMapping, import_bridge, map_actions, task_name_for
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from robofume.cli import main
+from deploy.command import main
 from robofume.config import load_config
 from robofume.data import (
     DatasetError,

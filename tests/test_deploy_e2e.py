@@ -27,7 +27,7 @@ ACTOR_STEPS = 120
 def _robofume(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "ROBOFUME_NO_PROGRESS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "robofume.cli", *args],
+        [sys.executable, "-m", "deploy.command", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robofume.cli import main
+from deploy.command import main
 from robofume.config import load_config
 from robofume.envs import ScriptedExpert, make_env
 from robofume.envs.rollout import load_policy, run_episodes, save_strip

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from robofume import metrics as tags
-from robofume.cli import main
+from deploy.command import main
 from robofume.config import load_config
 
 FAST = ["--learner.log_every", "3", "--learner.checkpoint_every", "6"]

@@ -220,7 +220,7 @@ def test_vlm_backend_tiny_llava(tmp_path):
 
 
 def test_finetune_and_evaluate_cli_on_hdf5_dataset(tmp_path, capsys):
-    from robofume.cli import main
+    from deploy.command import main
     from robofume.data import write_episodes
 
     groups = fx.episodes(n_target=10, n_failure=5, seed=2)

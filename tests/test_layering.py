@@ -1,0 +1,37 @@
+"""The processes share only the library: who may import what, checked on the source."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROCESSES = ("actor", "learner", "reward_server", "replay", "deploy")
+
+
+def _imports(package: str) -> list[tuple[str, str]]:
+    """(file, imported module) for every import in ``package``, lazy ones included."""
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.append((str(path.relative_to(ROOT)), node.module))
+            elif isinstance(node, ast.Import):
+                found += [(str(path.relative_to(ROOT)), alias.name) for alias in node.names]
+    return found
+
+
+def test_the_library_does_not_import_the_processes():
+    upward = [(f, m) for f, m in _imports("robofume") if m.split(".")[0] in PROCESSES]
+    assert upward == []
+
+
+def test_reverb_and_tensorflow_stay_in_replay():
+    allowed = {"robofume/data/bridge_tf.py"}  # reads Bridge TFRecord / RLDS files
+    leaks = [
+        (f, m)
+        for package in ("actor", "learner", "robofume", "reward_server", "deploy")
+        for f, m in _imports(package)
+        if m.split(".")[0] in ("reverb", "tensorflow") and f not in allowed
+    ]
+    assert leaks == []
