@@ -112,6 +112,7 @@ class OnlineSampler:
         self._seen: OrderedDict[int, int] = OrderedDict()
         self._seen_max = 1 << 20
         self._has_ids = False
+        self._epoch: int | None = None
         self.last_sample_at: float | None = None
         """time.monotonic() of the last sampled item (None before the first)."""
         self._thread = threading.Thread(target=self._run, name="replay-sampler", daemon=True)
@@ -221,6 +222,7 @@ class OnlineSampler:
         if missing:
             raise ValueError(f"table {self.table!r} lacks keys {sorted(missing)}")
         self._has_ids = all(k in signature for k in ID_KEYS)
+        self._follow_epoch()
         self._seen_max = max(1024, SEEN_PER_ITEM * int(infos[self.table].max_size))
         # One worker: when the rate limiter times a worker out the dataset ends, and samples
         # already streamed to a second worker would be dropped (they count as sampled).
@@ -234,6 +236,37 @@ class OnlineSampler:
             rate_limiter_timeout_ms=max(1, int(self.timeout_s * 1000)),
         )
         return dataset.batch(self.batch_size)
+
+    def _follow_epoch(self) -> str:
+        """Forget which keys were seen when the server restarted (a new epoch).
+
+        After a restart the items written since the last checkpoint are gone and the actors
+        deliver them again under new keys; a key remembered from before the restart would make
+        the sampler delete the only copy left. Restored items keep their keys, so a real
+        duplicate is still caught: whichever copy is sampled first is kept. Returns "same",
+        "changed" (the memory was cleared) or "unknown" (no marker could be read).
+        """
+        from replay.marker import read_marker
+
+        try:
+            epoch = read_marker(self._client, self.rpc_timeout_s, self.address).epoch
+        except Exception as err:  # a server without markers or still starting: keep the memory
+            log.debug("replay marker unavailable: %s", err)
+            return "unknown"
+        if self._epoch is not None and epoch != self._epoch:
+            log.info(
+                "replay at %s restarted (epoch %d -> %d): forgetting %d remembered transitions",
+                self.address,
+                self._epoch,
+                epoch,
+                len(self._seen),
+            )
+            self._seen.clear()
+            self._deleted.clear()
+            self._epoch = epoch
+            return "changed"
+        self._epoch = epoch
+        return "same"
 
     def _authentic(self, sample: Any) -> Any:
         """The sampled rows signed with the deployment secret; forged items are deleted."""
@@ -266,10 +299,20 @@ class OnlineSampler:
         if not self._has_ids:
             return data
         keys = np.asarray(sample.info.key).reshape(-1)
-        keep = self._keep_mask(keys, np.asarray(data["episode_id"]), np.asarray(data["step"]))
+        ids, steps = np.asarray(data["episode_id"]), np.asarray(data["step"])
+        keep = self._keep_mask(keys, ids, steps)
         if keep.all():
             return data
+        # a remembered key may predate a restart that the stream did not show: check first
+        epoch = self._follow_epoch()
+        if epoch == "changed":
+            keep = self._keep_mask(keys, ids, steps)
+            if keep.all():
+                return data
         dupes = sorted({int(k) for k in keys[~keep]})
+        if epoch == "unknown":  # cannot tell a duplicate from a redelivered only copy: skip it
+            self.duplicates_dropped += int((~keep).sum())
+            return {k: np.asarray(v)[keep] for k, v in data.items()}
         self.duplicates_dropped += int((~keep).sum())
         if len(self._deleted) > self._seen_max:
             self._deleted.clear()

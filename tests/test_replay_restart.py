@@ -161,6 +161,46 @@ def test_kill_9_loses_nothing_and_duplicates_never_reach_a_batch(tmp_path):
         stop_process(proc)
 
 
+def test_a_sampler_running_across_a_restart_keeps_the_redelivered_copies(tmp_path):
+    """The sampler saw items that the restart lost; their redelivered copies (new keys) are
+    the only ones left and must not be taken for duplicates."""
+    run_dir = tmp_path / "run"
+    cfg = replay_config(run_dir, replay={"min_size_to_sample": 1}, learner={"utd_ratio": 100})
+    port = portpicker.pick_unused_port()
+    address = f"127.0.0.1:{port}"
+    proc = start_server_process(port, run_dir, *OVERRIDES)
+    queue = actor_queue(cfg, address, tmp_path / "a")
+    sampler = OnlineSampler(
+        address, 4, timeout_s=0.5, rpc_timeout_s=2, secret=deployment_secret(cfg.deploy)
+    )
+    try:
+        deliver(queue, cfg, range(0, 2))
+        checkpoint(proc, address, 1)
+        deliver(queue, cfg, range(2, 4))  # after the last checkpoint: lost by the kill
+        seen: set[tuple[int, int]] = set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(seen) < 4 * STEPS:  # sample every item
+            batch = sampler.next(timeout=1.0)
+            if batch is not None:
+                seen |= {(int(a), int(b)) for a, b in batch["image"][:, 0, 0, :2].tolist()}
+        assert len(seen) == 4 * STEPS
+
+        proc.kill()
+        proc.wait()
+        proc = start_server_process(port, run_dir, *OVERRIDES)
+        deliver(queue, cfg, range(4, 5))  # the outbox notices the restart and redelivers 2-3
+        assert queue.outbox.redelivered == 2
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            sampler.next(timeout=1.0)
+        assert sampler.duplicates_deleted == 0
+        assert stats_at(address)["size"] == 5 * STEPS  # nothing deleted
+    finally:
+        sampler.close()
+        queue.close(1.0)
+        stop_process(proc)
+
+
 def test_checkpoint_from_before_markers_is_refused(tmp_path):
     """A checkpoint whose tables have no episode ids or marker names the problem."""
     import reverb
