@@ -73,9 +73,13 @@ def start_reward(cfg: ExperimentConfig) -> list[str]:
                 cfg.deploy.tls_key,
                 "cuda" if cfg.deploy.reward_gpus > 0 else cfg.reward.device,
                 str(run_paths(cfg)["root"].resolve()),
+                allow_insecure_remote=cfg.deploy.allow_insecure_remote,
+                name=f"reward_{i}",
             )
         )
-    addresses = ray.get([h.get_address.remote() for h in handles], timeout=300)
+    addresses = ray.get(
+        [h.get_address.remote() for h in handles], timeout=cfg.deploy.start_timeout_s
+    )
     log.info("reward: %d replica(s) serving at %s", len(addresses), ", ".join(addresses))
     return addresses
 

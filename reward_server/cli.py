@@ -132,7 +132,7 @@ def _serve(args: argparse.Namespace) -> int:
         log.info("ready in %.1f s", time.perf_counter() - start)
         from reward_server.telemetry import ServerTelemetry
 
-        telemetry = ServerTelemetry(server, Path(cfg.deploy.run_dir) / "tb" / f"reward_{bound}")
+        telemetry = ServerTelemetry(server, Path(cfg.deploy.run_dir) / "tb" / "reward_serve")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

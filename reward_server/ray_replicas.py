@@ -49,6 +49,7 @@ class RewardReplica:
         device: str = "auto",
         run_dir: str = "",
         allow_insecure_remote: bool = False,
+        name: str = "reward",
     ):
         from robofume.logs import setup_logging
 
@@ -82,7 +83,7 @@ class RewardReplica:
         if run_dir:
             from reward_server.telemetry import ServerTelemetry
 
-            tb_dir = Path(run_dir) / "tb" / f"reward_{self.handle.server.port}"
+            tb_dir = Path(run_dir) / "tb" / name  # the component, not its port
             self.telemetry = ServerTelemetry(self.handle.server, tb_dir)
 
     def get_address(self) -> str:

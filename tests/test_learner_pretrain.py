@@ -9,8 +9,8 @@ import logging
 import pytest
 import torch
 
-from robofume import metrics as tags
 from deploy.command import main
+from robofume import metrics as tags
 from robofume.config import load_config
 
 FAST = ["--learner.log_every", "3", "--learner.checkpoint_every", "6"]

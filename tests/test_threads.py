@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from robofume import threads
 from deploy.command import parse_args, size_command_threads
+from robofume import threads
 from robofume.config import ExperimentConfig
 from robofume.threads import colocated_processes, thread_share
 
