@@ -151,6 +151,7 @@ class WeightsPuller:
             self._poke.clear()
 
     def _check_once(self) -> None:
+        latest: int | None = None
         try:
             latest = self.source.latest_version()
             if latest is not None and latest >= 0:
@@ -167,7 +168,7 @@ class WeightsPuller:
             version, variables, _ = unpack(fetched)
         except ValueError as err:  # the item itself is malformed: the server answered
             self._set_reachable(True)
-            self._refuse(int(latest), "malformed", str(err))
+            self._refuse(int(latest) if latest is not None else -1, "malformed", str(err))
             return
         except Exception as err:
             self.last_error = f"{type(err).__name__}: {err}"
