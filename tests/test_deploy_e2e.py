@@ -75,6 +75,8 @@ def cluster(tmp_path_factory):
         str(ACTOR_STEPS),
         "--actor.human_reset_every",
         "60",
+        "--actor.strip_every",
+        "1",
     ]
     up = _robofume("up", *overrides)
     status_dir = tmp / "run" / "status"  # what existed the moment `up` returned
@@ -229,6 +231,7 @@ def test_every_component_wrote_its_tensorboard_tags(cluster):
         tags.CQL_PENALTY,
         tags.LEARNER_UPDATES_PER_SEC,
         tags.LEARNER_UTD_RATIO,
+        tags.HEADLINE_UTD_TARGET,
         tags.REPLAY_SIZE,
     } <= learner
     actor = _tags(run / "tb" / "actor_0")
@@ -240,7 +243,11 @@ def test_every_component_wrote_its_tensorboard_tags(cluster):
         tags.ACTOR_INTERVENTIONS,
     } <= actor
     assert any(t.startswith(tags.SUCCESS_RATE) for t in actor)
+    assert any(t.startswith(tags.PREDICTED_SUCCESS_RATE) for t in actor)
+    assert any(t.startswith(tags.EPISODES) for t in actor)
+    assert tags.ACTOR_CAMERA in actor
+    assert any(t.startswith(tags.ACTOR_EPISODE_STRIP) for t in actor)
     assert any(t.startswith(tags.REWARD_FALSE_POSITIVE_RATE) for t in actor)
-    reward = _tags(run / "tb")  # reward_<port>/: the replica's own serving metrics
+    reward = _tags(run / "tb" / "reward_0")  # the replica's own serving metrics
     assert {tags.REWARD_LATENCY_MS, tags.REWARD_BATCH_SIZE} <= reward
     assert set(tags.PHASE_PROGRESS.values()) <= _tags(run / "tb" / "phases")
