@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from replay.errors import ReplayUnavailableError
 from replay.tables import ONLINE_TABLE, WEIGHTS_TABLE
+
+
+def run_with_deadline(fn: Callable[[], Any], timeout_s: float, name: str) -> Any:
+    """``fn()`` in a helper thread, so a hung Reverb stream cannot block the caller past
+    ``timeout_s`` (+1 s): raises TimeoutError then, and whatever ``fn`` raised otherwise."""
+    future: Future = Future()
+
+    def target() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as err:
+            future.set_exception(err)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return future.result(timeout=timeout_s + 1.0)
 
 
 def server_info(client: Any, timeout_s: float) -> dict[str, Any]:

@@ -23,15 +23,13 @@ again (``actor.outbox``).
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from replay.errors import ReplayConfigMismatchError, ReplayUnavailableError
-from replay.info import server_info
+from replay.info import run_with_deadline, server_info
 from replay.tables import MARKER_TABLE
 
 
@@ -110,18 +108,9 @@ def _sample(client: Any) -> dict[str, np.ndarray]:
 
 
 def _with_deadline(fn: Any, timeout_s: float, where: str) -> Any:
-    """Run ``fn`` in a helper thread so a hung stream cannot block past ``timeout_s``."""
-    future: Future = Future()
-
-    def target() -> None:
-        try:
-            future.set_result(fn())
-        except BaseException as err:
-            future.set_exception(err)
-
-    threading.Thread(target=target, name="replay-marker-read", daemon=True).start()
+    """``fn`` within ``timeout_s``; every failure is a ReplayUnavailableError naming ``where``."""
     try:
-        return future.result(timeout=timeout_s + 1.0)
+        return run_with_deadline(fn, timeout_s, "replay-marker-read")
     except TimeoutError as err:
         raise ReplayUnavailableError(
             f"replay server at {where} did not answer a marker read within {timeout_s:.0f} s"

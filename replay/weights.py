@@ -43,14 +43,13 @@ import json
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from replay.errors import ReplayUnavailableError
-from replay.info import server_info
+from replay.info import run_with_deadline, server_info
 from replay.tables import VERSION_TABLE, WEIGHTS_TABLE
 
 
@@ -172,18 +171,9 @@ class WeightsClient:
         return list(sample.data)
 
     def _call(self, fn: Any, what: str) -> Any:
-        """Run ``fn`` in a helper thread so a hung stream cannot block past ``timeout_s``."""
-        future: Future = Future()
-
-        def target() -> None:
-            try:
-                future.set_result(fn())
-            except BaseException as err:
-                future.set_exception(err)
-
-        threading.Thread(target=target, name="replay-weights-call", daemon=True).start()
+        """Run ``fn`` with a deadline (a hung stream cannot block past ``timeout_s``)."""
         try:
-            return future.result(timeout=self.timeout_s + 1.0)
+            return run_with_deadline(fn, self.timeout_s, "replay-weights-call")
         except TimeoutError as err:
             raise ReplayUnavailableError(
                 f"replay server at {self.address} did not answer {what} within "

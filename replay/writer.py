@@ -62,7 +62,13 @@ import numpy as np
 from replay.errors import EpisodeRejectedError, ReplayConfigMismatchError, ReplayUnavailableError
 from replay.info import server_info
 from replay.marker import Marker, read_marker
-from replay.tables import ONLINE_TABLE, signature_to_spec, transition_spec
+from replay.tables import (
+    OBS_COLUMNS,
+    ONLINE_TABLE,
+    STEP_COLUMNS,
+    signature_to_spec,
+    transition_spec,
+)
 from robofume.auth import transition_macs
 
 if TYPE_CHECKING:
@@ -74,16 +80,7 @@ log = logging.getLogger(__name__)
 EPISODE_ID_META = "replay_episode_id"
 """``Episode.meta`` key of the id its transitions carry in replay (given on the first write)."""
 
-TRANSITION_COLUMNS = (
-    "action",
-    "reward",
-    "terminal",
-    "mc_return",
-    "task",
-    "episode_id",
-    "step",
-    "mac",
-)
+TRANSITION_COLUMNS = tuple(c for c in STEP_COLUMNS if c not in OBS_COLUMNS)
 """Per-transition columns of a trajectory step (empty at the last step of an episode)."""
 
 
