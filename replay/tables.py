@@ -193,30 +193,24 @@ def make_tables(cfg: ExperimentConfig) -> list[Any]:
         rate_limiter=limiter,
         signature=transition_signature(cfg),
     )
-    weights = reverb.Table(
-        name=WEIGHTS_TABLE,
-        sampler=reverb.selectors.Uniform(),
-        remover=reverb.selectors.Fifo(),
-        max_size=1,
-        rate_limiter=reverb.rate_limiters.MinSize(1),
-    )
-    version = reverb.Table(
-        name=VERSION_TABLE,
-        sampler=reverb.selectors.Uniform(),
-        remover=reverb.selectors.Fifo(),
-        max_size=1,
-        rate_limiter=reverb.rate_limiters.MinSize(1),
-        signature={"version": tf.TensorSpec((), tf.int64, name="version")},
-    )
-    marker = reverb.Table(
-        name=MARKER_TABLE,
-        sampler=reverb.selectors.Uniform(),
-        remover=reverb.selectors.Fifo(),
-        max_size=1,
-        rate_limiter=reverb.rate_limiters.MinSize(1),
-        signature=marker_signature(),
-    )
-    return [online, weights, version, marker]
+
+    def newest_only(name: str, signature: Any = None) -> Any:
+        """A one-item table: each insert replaces the previous item."""
+        return reverb.Table(
+            name=name,
+            sampler=reverb.selectors.Uniform(),
+            remover=reverb.selectors.Fifo(),
+            max_size=1,
+            rate_limiter=reverb.rate_limiters.MinSize(1),
+            signature=signature,
+        )
+
+    return [
+        online,
+        newest_only(WEIGHTS_TABLE),
+        newest_only(VERSION_TABLE, {"version": tf.TensorSpec((), tf.int64, name="version")}),
+        newest_only(MARKER_TABLE, marker_signature()),
+    ]
 
 
 def marker_signature() -> dict[str, Any]:
