@@ -205,6 +205,9 @@ class Reporter:
                     writer.add_scalar(tag, float(value), step)
             writer.flush()
         write_status(self.run_dir, self.name, snap)
+        if writer is not None and (self._last or {}).get("state") != snap.get("state"):
+            writer.add_text(M.ACTOR_STATE, f"{snap.get('state')} (at env step {step})", step)
+            writer.flush()
         self._last = snap
         return snap
 

@@ -31,6 +31,7 @@ the effective ratio (online updates / transitions inserted). Weights are publish
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -170,6 +171,7 @@ class OnlineLearner:
         self._replay: dict[str, Any] = {}
         self._beats: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW_BEATS)
         self._deleted_seen = 0
+        self._last_state = ""
         self.replay_wipes = 0
         """Times the replay table lost items that no restart or own deletion explains."""
         self.last_replay_wipe = ""
@@ -392,6 +394,14 @@ class OnlineLearner:
 
         # over the last RATE_WINDOW_BEATS heartbeats, so an idle learner shows 0, not its last burst
         rate = window_rate(self._beats, time.monotonic(), self.online_updates)
+        state = self.sampler.state
+        kind = re.sub(r"\d+", "#", state)  # "no samples for 12 s" and "... 17 s" are one state
+        if kind != self._last_state:  # "waiting for data" shows on the dashboard, not silence
+            self._last_state = kind
+            tb = self._writer()
+            tb.add_text(tags.LEARNER_STATE, f"{state} (at update {self.learner.num_updates})",
+                        self.learner.num_updates)  # fmt: skip
+            tb.flush()
 
         try:
             write_status(

@@ -55,6 +55,8 @@ ACTOR_EPISODE_STRIP = "actor/episode_strip"
 ACTOR_CAMERA = "actor/camera"
 """Image: the newest camera frame of the actor."""
 ACTOR_WEIGHTS_REFUSED = "actor/weights_refused"
+ACTOR_STATE = "actor/state"
+"""Text, written when the actor's state changes (running, holding and why, stopped)."""
 ACTOR_RETAINED_EPISODES = "actor/retained_episodes"
 """Delivered episodes kept until a replay checkpoint holds them."""
 ACTOR_REDELIVERED_EPISODES = "actor/redelivered_episodes"
@@ -70,6 +72,8 @@ LEARNER_UPDATES_PER_SEC = "learner/updates_per_sec"
 LEARNER_UTD_RATIO = HEADLINE_UTD
 LEARNER_STEP = "learner/step"
 LEARNER_WAIT_FRACTION = "learner/wait_fraction"
+LEARNER_STATE = "learner/state"
+"""Text, written when the learner's sampler changes state (sampling, waiting for data, ...)."""
 
 # reward model / server
 REWARD_LATENCY_MS = "reward/latency_ms"

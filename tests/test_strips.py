@@ -45,8 +45,10 @@ def test_strip_marks_hits_false_positives_and_misses():
 def test_reporter_writes_strips_and_camera_to_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    rep = Reporter("actor_0", tmp_path, lambda: {"steps": 6}, 60.0, tmp_path / "tb",
-                   strip_every=1)  # fmt: skip
+    def snapshot() -> dict:
+        return {"steps": 6, "state": "running"}
+
+    rep = Reporter("actor_0", tmp_path, snapshot, 60.0, tmp_path / "tb", strip_every=1)
     rep.start()
     seg = _segment()
     rep.on_finalized(seg, [_episode_of(seg)])
@@ -56,6 +58,7 @@ def test_reporter_writes_strips_and_camera_to_tensorboard(tmp_path):
     images = acc.Tags()["images"]
     assert M.per_task(M.ACTOR_EPISODE_STRIP, "vase_forward") in images
     assert M.ACTOR_CAMERA in images
+    assert M.ACTOR_STATE + "/text_summary" in acc.Tags()["tensors"]  # the state, as text
     scalars = acc.Tags()["scalars"]
     for tag in (
         M.per_task(M.SUCCESS_RATE, "vase_forward"),
