@@ -62,10 +62,12 @@ def _up(args: argparse.Namespace) -> int:
         start_tensorboard,
         write_resolved_config,
     )
+    from robofume.auth import deployment_secret
 
     cfg = _config(args)
     paths = run_paths(cfg)
     write_resolved_config(cfg)
+    deployment_secret(cfg.deploy)  # before any process that signs or checks with it starts
     state = load_state(cfg)
     started = cluster.start_head(cfg.deploy)
     state["started_head"] = bool(state.get("started_head")) or started

@@ -27,19 +27,26 @@ def run_with_deadline(fn: Callable[[], Any], timeout_s: float, name: str) -> Any
     return future.result(timeout=timeout_s + 1.0)
 
 
-def server_info(client: Any, timeout_s: float) -> dict[str, Any]:
-    """``client.server_info`` with a deadline, tried twice.
+RECONNECT_WAITS_S = (0.25, 1.25)
+"""Pauses before the second and third ``server_info`` try: gRPC waits about 1 s (its initial
+reconnect backoff) before it dials an address again whose last connection failed."""
 
-    The second try covers the first call after a server restart on the same port, which gRPC
-    may send down the old, closed connection ("Socket closed"). Errors propagate as raised by
-    Reverb (DeadlineExceededError, RuntimeError).
+
+def server_info(client: Any, timeout_s: float) -> dict[str, Any]:
+    """``client.server_info`` with a deadline, tried up to three times.
+
+    The later tries cover the first call after a server (re)started on a port that this
+    process last saw closed: gRPC may send it down the old connection ("Socket closed") or
+    still be backing off from the failed one ("connections to all backends failing"). Errors
+    propagate as raised by Reverb (DeadlineExceededError, RuntimeError).
     """
     deadline = max(1, round(timeout_s))
-    try:
-        return client.server_info(timeout=deadline)
-    except RuntimeError:
-        time.sleep(0.2)
-        return client.server_info(timeout=deadline)
+    for wait in RECONNECT_WAITS_S:
+        try:
+            return client.server_info(timeout=deadline)
+        except RuntimeError:
+            time.sleep(wait)
+    return client.server_info(timeout=deadline)
 
 
 def table_stats(client: Any, timeout_s: float = 10.0) -> dict[str, Any]:

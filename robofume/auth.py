@@ -20,9 +20,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
-import secrets
-import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from robofume.config import DeployConfig
+from robofume.secret_file import read_or_create_secret
 
 log = logging.getLogger(__name__)
 
@@ -54,27 +52,14 @@ def secret_path(deploy: DeployConfig) -> Path:
 
 
 def ensure_secret(path: Path) -> bytes:
-    """The secret in ``path``; created (0600, 256 random bits) when missing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            log.warning("auth: %s was readable by others (mode %o); now 0600", path, mode)
-            path.chmod(0o600)
-        text = path.read_text().strip()
-        if len(text) < SECRET_BITS // 4:
-            raise RuntimeError(
-                f"the deployment secret {path} is empty or too short ({len(text)} hex digits, "
-                f"need {SECRET_BITS // 4}); delete it to make a new one (every process of the "
-                "deployment must then use the new file)"
-            ) from None
-        return text.encode()
-    text = secrets.token_hex(SECRET_BITS // 8)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    log.info("auth: created the deployment secret in %s", path)
+    """The secret in ``path``; created (0600, 256 random bits, atomically) when missing."""
+    text = read_or_create_secret(path, SECRET_BITS // 8, "the deployment secret")
+    if len(text) < SECRET_BITS // 4:
+        raise RuntimeError(
+            f"the deployment secret {path} is empty or too short ({len(text)} hex digits, "
+            f"need {SECRET_BITS // 4}); delete it to make a new one (every process of the "
+            "deployment must then use the new file)"
+        )
     return text.encode()
 
 

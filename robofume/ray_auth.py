@@ -17,12 +17,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
-import stat
 import sys
 from pathlib import Path
 
 from robofume.config import DeployConfig
+from robofume.secret_file import read_or_create_secret
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +39,9 @@ def token_path(deploy: DeployConfig) -> Path:
 
 
 def ensure_token(path: Path) -> Path:
-    """Create the token file (0600, 256 random bits) unless it exists; returns ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # reuse it (another process may have just written it)
-        if not path.read_text().strip():
-            raise RuntimeError(f"the Ray auth token file {path} is empty; delete it") from None
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            log.warning("ray: %s was readable by others (mode %o); now 0600", path, mode)
-            path.chmod(0o600)
-        return path
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_hex(32))
-    log.info("ray: created the cluster's auth token in %s", path)
+    """Create the token file (0600, 256 random bits, atomically) unless it exists."""
+    if not read_or_create_secret(path, 32, "the Ray cluster's auth token"):
+        raise RuntimeError(f"the Ray auth token file {path} is empty; delete it")
     return path
 
 

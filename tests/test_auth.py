@@ -7,8 +7,11 @@ The attacks are made as a client on the network would: straight into a real Reve
 from __future__ import annotations
 
 import json
+import multiprocessing
 import stat
 import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +33,21 @@ def test_secret_is_created_private_and_reused(tmp_path):
     path.write_text("abc")
     with pytest.raises(RuntimeError, match="too short"):
         ensure_secret(path)
+
+
+def _secret_in_a_child(path: str) -> bytes:
+    return ensure_secret(Path(path))
+
+
+def test_processes_creating_the_secret_at_once_all_read_one_whole_secret(tmp_path):
+    """The deployment's processes start together: none may read a half-written secret."""
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(12):
+        path = str(tmp_path / f"try{attempt}" / "secret")
+        with ProcessPoolExecutor(4, mp_context=ctx) as pool:
+            secrets = list(pool.map(_secret_in_a_child, [path] * 16))
+        assert len(set(secrets)) == 1 and len(secrets[0]) == 64
+        assert [p.name for p in Path(path).parent.iterdir()] == ["secret"]  # no temporaries
 
 
 def _signed(secret: bytes, arrays: dict, version: int, session: int, config_hash: str | None):

@@ -22,6 +22,11 @@ from robofume.auth import deployment_secret
 
 ROOT = Path(__file__).resolve().parents[1]
 ACTOR_STEPS = 120
+PHASES_DEADLINE_S = 600
+"""Seconds the four smoke phases get after `up` returns (about 2 minutes on an idle 2-core
+machine); the module's timeout leaves room for `up`, this wait, `down` and the checks."""
+
+pytestmark = pytest.mark.timeout(PHASES_DEADLINE_S + 600)
 
 
 def _robofume(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -35,6 +40,18 @@ def _robofume(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
         timeout=timeout,
         check=False,
     )
+
+
+def _log_tails(folder: Path, lines: int = 30) -> str:
+    """The last lines of the run's logs and of the Ray workers' stderr, for a failure message."""
+    ray_logs = Path("/tmp/ray/session_latest/logs")
+    logs = sorted(folder.rglob("*.log")) + sorted(ray_logs.glob("worker-*.err"))
+    parts = []
+    for log in logs:
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        if tail:
+            parts.append(f"--- {log} ---\n" + "\n".join(tail))
+    return "\n".join(parts)
 
 
 def _tags(folder: Path) -> set[str]:
@@ -85,7 +102,8 @@ def cluster(tmp_path_factory):
     text = ""
     try:
         assert up.returncode == 0, f"robofume up failed:\n{up.stdout}\n{up.stderr[-5000:]}"
-        deadline = time.monotonic() + 600  # the phases run after `up` returns
+        deadline = time.monotonic() + PHASES_DEADLINE_S  # the phases run after `up` returns
+        finished = False
         while time.monotonic() < deadline:
             status = _robofume("status", "--json", *overrides, timeout=120)
             assert status.returncode == 0, status.stderr[-3000:]
@@ -98,9 +116,15 @@ def cluster(tmp_path_factory):
                 and (report.get("learner") or {}).get("step")
                 and runner.get("state") == "finished"
             ):
+                finished = True
                 break
             time.sleep(5)
         text = _robofume("status", "--no-probe", *overrides, timeout=120).stdout
+        if not finished:
+            pytest.fail(
+                f"the phases did not finish within {PHASES_DEADLINE_S} s of `up`:\n{text}\n"
+                + _log_tails(tmp / "run" / "logs")
+            )
     finally:  # down before the checks: it flushes TensorBoard and checkpoints the replay
         down = _robofume("down", *overrides, timeout=300)
     assert down.returncode == 0, down.stderr[-3000:]

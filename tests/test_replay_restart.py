@@ -207,6 +207,7 @@ def test_checkpoint_from_before_markers_is_refused(tmp_path):
     import tensorflow as tf
 
     from replay.errors import ReplayConfigMismatchError
+    from replay.info import server_info
     from replay.server import start_replay_server
     from replay.tables import make_tables
 
@@ -217,7 +218,9 @@ def test_checkpoint_from_before_markers_is_refused(tmp_path):
     old[0] = reverb.Table("online", reverb.selectors.Uniform(), reverb.selectors.Fifo(), 10,
                           reverb.rate_limiters.MinSize(1), signature=sig)  # fmt: skip
     server = reverb.Server(old, checkpointer=reverb.checkpointers.DefaultCheckpointer(str(ckpt)))
-    reverb.Client(f"127.0.0.1:{server.port}").checkpoint()
+    client = reverb.Client(f"127.0.0.1:{server.port}")
+    server_info(client, 5.0)  # connected (the port may be one an earlier test closed)
+    client.checkpoint()
     server.stop()
     with pytest.raises(ReplayConfigMismatchError, match="without episode ids and checkpoint"):
         start_replay_server(cfg, checkpoint_dir=ckpt, heartbeat=False)
