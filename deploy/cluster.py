@@ -83,7 +83,7 @@ def start_head(cfg: DeployConfig) -> bool:
     ]
     log.info("ray: starting a local head (%d CPUs) on 127.0.0.1:%d", cpus, cfg.ray_port)
     auth = use_token_auth(cfg)  # first: it also drops an inherited RAY_AUTH_TOKEN
-    env = {**os.environ, **WORKER_ENV, **auth}
+    env = {**os.environ, **WORKER_ENV, **auth, "RAY_worker_niceness": str(cfg.worker_niceness)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         stop_head(cfg)  # what a failed `ray start` left running (GCS, raylet, dashboard)

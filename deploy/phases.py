@@ -12,7 +12,8 @@ each as a subprocess whose progress bars report to a file (:data:`robofume.logs.
 PROGRESS_FILE_ENV`), reusing what a phase already produced; then
 
 4. ``online``: it starts the replay server, the reward replicas, the learner and the actors
-   exactly as `up` did before, and follows the actors' steps until they reach their total.
+   exactly as `up` did before, and follows the actors' steps until they reach their total;
+   a service that crashes meanwhile fails the phase with its error.
 
 Every phase's state and progress (done/total, rate, ETA) goes to the ``phases`` heartbeat
 (``<run_dir>/status/phases.json``, shown by ``robofume status``) and to TensorBoard as
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT = "phases"
 PHASES = tuple(tags.PHASE_PROGRESS)
 POLL_S = 2.0
+SERVICE_CHECK_S = 15.0
+"""How often the online phase asks its services whether they still run."""
+SILENT_CHECKS = 3
 
 
 class PhaseBoard:
@@ -174,6 +178,8 @@ def follow_online(cfg: ExperimentConfig, board: PhaseBoard) -> None:
     """
     since = float(board.phases["online"].get("started") or time.time())
     first: tuple[float, int] | None = None
+    last_check = time.time()
+    silent: dict[str, int] = {}
     while True:
         beats = read_statuses(cfg.deploy.run_dir)
         actors = [
@@ -195,7 +201,26 @@ def follow_online(cfg: ExperimentConfig, board: PhaseBoard) -> None:
             board.update("online", state="done", done=done, rate=rate, eta_s=0.0)
             return
         board.update("online", done=done, rate=rate, eta_s=eta)
+        if now - last_check >= SERVICE_CHECK_S:
+            last_check = now
+            check_services(cfg, silent)
         time.sleep(POLL_S)
+
+
+def check_services(cfg: ExperimentConfig, silent: dict[str, int]) -> None:
+    """Raise when an online service has crashed (its actors would never report "stopped") or
+    has not answered :data:`SILENT_CHECKS` checks in a row; ``silent`` counts those."""
+    from deploy import launch
+
+    names = [n for n in launch.service_names(cfg, {}) if not n.startswith("reward_")]
+    for name, state in launch.service_states(names).items():
+        if state.get("state") == "crashed":
+            error = (state.get("error") or "").strip().splitlines()
+            raise RuntimeError(f"{name} crashed: {error[-1] if error else 'no error text'}")
+        silent[name] = 0 if state.get("alive", True) else silent.get(name, 0) + 1
+        if silent[name] >= SILENT_CHECKS:
+            raise RuntimeError(f"{name} has not answered for {SILENT_CHECKS} checks: "
+                               f"{state.get('error')}")  # fmt: skip
 
 
 def run(cfg: ExperimentConfig, skip_prepare: bool = False) -> int:

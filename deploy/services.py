@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 import time
 import traceback
@@ -77,6 +78,7 @@ class ComponentService:
             "error": self.error,
             "uptime_s": time.time() - self.started,
             "threads": self.threads,
+            "niceness": os.nice(0),
         }
 
     def stop(self, timeout_s: float = 30.0) -> dict[str, Any]:

@@ -184,7 +184,7 @@ def test_learner_updated_and_actor_followed_its_weights(cluster):
     assert report["replay"]["inserts"] >= ACTOR_STEPS - 40  # the tail may be a open episode
 
 
-def test_services_sized_their_threads_to_their_share(cluster):
+def test_services_sized_their_threads_to_their_share_at_normal_priority(cluster):
     from robofume.config import load_config
     from robofume.threads import thread_share
 
@@ -192,6 +192,8 @@ def test_services_sized_their_threads_to_their_share(cluster):
     services = cluster["report"]["services"]
     assert services["learner"]["threads"] == thread_share(cfg, "learner")
     assert services["actor_0"]["threads"] == thread_share(cfg, "actor")
+    for name in ("learner", "actor_0", "replay"):  # not Ray's default 15 behind TensorBoard
+        assert services[name]["niceness"] == cfg.deploy.worker_niceness == 0, name
 
 
 def _filler_episode(cfg, steps: int):

@@ -36,6 +36,11 @@ class DeployConfig:
     """Port of the Ray dashboard (bound to loopback)."""
     ray_num_cpus: int = 0
     """CPUs the local Ray head offers (0: all of this machine's)."""
+    worker_niceness: int = 0
+    """Nice value of the local head's workers (the services: actor, learner, replay, reward).
+    Ray's own default, 15, makes them yield to everything else on the machine: TensorBoard
+    reloading images or a polling `status` then starves the actor's control loop and the
+    learner (seen: minutes to start a service on a busy 2-core machine)."""
     ray_token_path: str = ""
     """File holding the Ray cluster's auth token (empty: <run_dir>/ray/auth_token). Created
     (mode 0600) when missing and handed to the head and every driver; ~/.ray is never used.

@@ -1,0 +1,45 @@
+"""The online phase notices a crashed service instead of waiting for its heartbeats forever.
+
+A real local Ray hosts the services; their targets are plain functions that fail or return at
+once (``operator.truediv(config, stop_event)`` raises TypeError).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from deploy.phases import check_services
+from robofume.config import ExperimentConfig
+
+ray = pytest.importorskip("ray")
+
+
+def _wait_finished(handle, timeout_s: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = ray.get(handle.state.remote(), timeout=30)
+        if not state["alive"]:
+            return state
+        time.sleep(0.1)
+    raise AssertionError("the service kept running")
+
+
+def test_a_crashed_actor_fails_the_online_phase_with_its_error():
+    from deploy import services
+    from deploy.up import config_dict
+
+    cfg = ExperimentConfig()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        learner = services.launch("learner", "operator:is_not", config_dict(cfg))
+        assert _wait_finished(learner)["state"] == "finished"
+        check_services(cfg, {})  # a finished learner and no actor yet: nothing to report
+
+        actor = services.launch("actor_0", "operator:truediv", config_dict(cfg))
+        assert _wait_finished(actor)["state"] == "crashed"
+        with pytest.raises(RuntimeError, match="actor_0 crashed: TypeError: unsupported operand"):
+            check_services(cfg, {})
+    finally:
+        ray.shutdown()
