@@ -3,8 +3,8 @@
 Closed segments enter with :meth:`DeliveryQueue.put` (tick thread, O(1), never blocks). A
 *spooler* thread keeps at most ``memory_limit`` of them in memory and spills the newer ones to
 ``spill_dir`` as ``.npz`` files (reading them back in order as memory frees up). A *sender*
-thread takes the oldest segment, waits (bounded) for its outstanding labels, asks again for
-the ones that never arrived, splits it into episodes with MC returns and writes them to the
+thread takes the oldest segment, completes its labels (:mod:`actor.completion`), splits it
+into episodes with MC returns and writes them to the
 sink. While replay or the reward server is unreachable the segment stays at the head and the
 sender backs off; nothing is dropped and order is kept. Segments left at shutdown are spilled
 and picked up by the next start with the same spill directory.
@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from actor.completion import LabelCompletion
 from actor.episodes import Segment, finalize, load_segment, save_segment
 from actor.labels import LabelTracker
 from actor.outbox import Outbox, assign_episode_ids
@@ -55,9 +56,9 @@ class MarkedSink(EpisodeSink, Protocol):
 
 
 def _is_unavailable(err: BaseException) -> bool:
-    """Unreachable-server errors are retried; anything else means the episode is refused."""
-    names = {c.__name__ for c in type(err).__mro__}
-    return bool(names & {"ReplayUnavailableError", "ConnectionError", "TimeoutError"})
+    """Unreachable-server errors are retried (``ReplayUnavailableError`` is a
+    ConnectionError); anything else means the episode is refused."""
+    return isinstance(err, (ConnectionError, TimeoutError))
 
 
 class DeliveryQueue:
@@ -78,10 +79,9 @@ class DeliveryQueue:
     ):
         self._sink_factory = sink_factory
         self._sink: EpisodeSink | None = None
-        self._tracker = tracker
+        self.labels = LabelCompletion(tracker, label_wait_s)
         self.spill_dir = Path(spill_dir)
         self.memory_limit = max(1, memory_limit)
-        self.label_wait_s = label_wait_s
         self.retry_s = retry_s
         self.discount = discount
         self.address = address
@@ -101,8 +101,7 @@ class DeliveryQueue:
         self.spilled_total = 0
         self.rejected = 0
         self.replay_down_since: float | None = None
-        self.labels_down_since: float | None = None
-        self.last_error = ""
+        self._replay_error = ""
         self._writing_since: float | None = None
         self._last_spill_log = -SPILL_LOG_EVERY_S
         self._threads = [
@@ -163,6 +162,23 @@ class DeliveryQueue:
     def replay_reachable(self) -> bool:
         return self.replay_down_since is None
 
+    @property
+    def labels_down_since(self) -> float | None:
+        """When the reward server last failed to label the head segment (None: it answers)."""
+        return self.labels.down_since
+
+    @property
+    def last_error(self) -> str:
+        return self._replay_error or self.labels.last_error
+
+    def _backlog(self) -> str:
+        with self._cond:
+            n = sum(len(s.missing()) for s in self._memory)
+        return (
+            f"{self.pending} episodes ({n} transitions) wait for labels, {self.spilled} "
+            f"spilled to {self.spill_dir}"
+        )
+
     def wait_idle(self, timeout: float) -> bool:
         """Block until everything handed over is delivered (or the timeout passes)."""
         deadline = time.monotonic() + timeout
@@ -190,7 +206,7 @@ class DeliveryQueue:
         def spill(segs: list[Segment]) -> list[Path]:
             out = []
             for seg in segs:
-                self._merge_labels(seg)
+                self.labels.merge(seg)
                 path = self._from_disk.pop(seg.seq, None)
                 out.append(save_segment(seg, path or self._path(seg.seq)))
             return out
@@ -228,7 +244,7 @@ class DeliveryQueue:
                     continue
                 refill = self._disk[0] if seg is None else None
             if seg is not None:
-                self._merge_labels(seg)
+                self.labels.merge(seg)
                 path = save_segment(seg, self._path(seg.seq))
                 with self._cond:
                     self._disk.append(path)
@@ -262,7 +278,7 @@ class DeliveryQueue:
     def _blocked_reason(self) -> str:
         if self.replay_down_since is not None:
             return f"replay unreachable at {self.address}"
-        if self.labels_down_since is not None:
+        if self.labels.down_since is not None:
             return "reward server unreachable (episodes wait for labels)"
         since = self._writing_since
         if since is not None and time.monotonic() - since > 0.5:
@@ -278,76 +294,11 @@ class DeliveryQueue:
         return bool(self._disk) and len(self._memory) < max(1, self.memory_limit // 2)
 
     # --- sender: labels, finalisation, sink ---------------------------------------------
-    def _merge_labels(self, seg: Segment) -> int:
-        """Copy returned labels into the segment; returns how many are still in flight."""
-        missing = seg.missing()
-        if not missing or self._tracker is None:
-            return 0
-        found, pending = self._tracker.lookup([seg.step_ids[i] for i in missing])
-        for i in missing:
-            label = found.get(seg.step_ids[i])
-            if label is not None:
-                seg.set_label(i, label.prob, label.decision)
-        return pending
-
-    def _label(self, seg: Segment) -> bool:
-        """Make sure every step of ``seg`` has a label; False to retry later."""
-        pending = self._merge_labels(seg)
-        missing = seg.missing()
-        if not missing:
-            return True
-        waited = time.monotonic() - seg.closed_at if seg.closed_at else float("inf")
-        if pending and waited < self.label_wait_s:
-            return False
-        if self._tracker is None:
-            raise RuntimeError(f"segment {seg.seq} has no labels and no reward client")
-        frames = np.stack([seg.images[i + 1] for i in missing])
-        ids = [seg.step_ids[i] for i in missing]
-        try:
-            labels = self._tracker.relabel(frames, seg.task, ids)
-        except Exception as err:
-            if self.labels_down_since is None:
-                self.labels_down_since = time.monotonic()
-            self.last_error = f"reward: {err}"
-            with self._cond:
-                n = sum(len(s.missing()) for s in self._memory)
-            what = (
-                f"reward server refused to label task {seg.task!r} ({err}); fix the config"
-                if isinstance(err, ValueError)  # INVALID_ARGUMENT: retrying alone will not help
-                else f"reward server unreachable ({err})"
-            )
-            log.warning(
-                "%s; %d episodes (%d transitions) wait for labels, %d spilled to %s",
-                what,
-                self.pending,
-                n,
-                self.spilled,
-                self.spill_dir,
-            )
-            return False
-        for i, label in zip(missing, labels, strict=True):
-            seg.set_label(i, label.prob, label.decision)
-        if self.labels_down_since is not None:
-            log.info("reward server answers again; labelling the buffered episodes")
-            self.labels_down_since = None
-        return True
-
     def _marked(self, sink: EpisodeSink) -> MarkedSink | None:
         """The sink, when there is an outbox and the sink reads markers."""
         if self.outbox is None or not hasattr(sink, "read_marker"):
             return None
         return sink  # type: ignore[return-value]
-
-    def _redeliver(self, sink: MarkedSink) -> None:
-        """Read the marker (a restart shows before anything new goes to the new server, so
-        nothing new is sent twice) and write again, in order, what a restart lost."""
-        outbox = self.outbox
-        assert outbox is not None
-        outbox.observe(sink.read_marker())
-        while (episode := outbox.next_due()) is not None:
-            sink.write(episode)
-            outbox.redelivered_one()
-            outbox.observe(sink.read_marker())
 
     def _write(self, seg: Segment, episodes: list[Episode]) -> bool:
         """Write the pieces not yet delivered; False to retry later."""
@@ -357,7 +308,7 @@ class DeliveryQueue:
                 self._sink = self._sink_factory()
             marked = self._marked(self._sink)
             if marked is not None:
-                self._redeliver(marked)
+                self.outbox.resend_lost(marked)
             while seg.pieces_delivered < len(episodes):
                 episode = episodes[seg.pieces_delivered]
                 self._sink.write(episode)
@@ -373,7 +324,7 @@ class DeliveryQueue:
             self._sink = None  # reconnect on the next try
             if self.replay_down_since is None:
                 self.replay_down_since = time.monotonic()
-            self.last_error = f"replay: {err}"
+            self._replay_error = f"replay: {err}"
             log.warning(
                 "replay unreachable at %s (%s); %d episodes buffered, %d spilled to %s",
                 self.address,
@@ -406,7 +357,7 @@ class DeliveryQueue:
             marked = self._marked(self._sink)
             if marked is None:
                 return
-            self._redeliver(marked)
+            self.outbox.resend_lost(marked)
         except Exception as err:
             if not _is_unavailable(err):
                 raise
@@ -443,9 +394,8 @@ class DeliveryQueue:
                 path = self._from_disk.pop(seg.seq, None)
                 if path is not None:
                     path.unlink(missing_ok=True)
-                if self._tracker is not None:
-                    self._tracker.forget(seg.step_ids)
-            elif self.replay_down_since or self.labels_down_since:
+                self.labels.forget(seg)
+            elif self.replay_down_since or self.labels.down_since:
                 self._stop.wait(backoff)
                 backoff = min(MAX_BACKOFF_S, backoff * 2)
             else:
@@ -454,7 +404,7 @@ class DeliveryQueue:
     def _deliver(self, seg: Segment) -> bool:
         episodes = self._finalized.get(seg.seq)
         if episodes is None:
-            if not self._label(seg):
+            if not self.labels.complete(seg, self._backlog):
                 return False
             episodes = finalize(seg, self.discount)
             assign_episode_ids(seg.meta, episodes)

@@ -26,6 +26,7 @@ import secrets
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -169,6 +170,18 @@ class Outbox:
         raise RuntimeError("redelivered_one() without a due episode")
 
     # --- persistence -------------------------------------------------------------------------
+    def resend_lost(self, sink: Any) -> None:
+        """Read ``sink``'s marker (a restart shows before anything new goes to the new
+        server, so nothing new is sent twice) and write again, in order, what a restart lost.
+
+        ``sink`` writes episodes and reads the server's marker (``write``, ``read_marker``).
+        """
+        self.observe(sink.read_marker())
+        while (episode := self.next_due()) is not None:
+            sink.write(episode)
+            self.redelivered_one()
+            self.observe(sink.read_marker())
+
     def close(self) -> int:
         """Spill every kept episode, and the index of their markers, for the next start;
         returns how many."""
