@@ -143,14 +143,15 @@ class WeightsPuller:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._check_once()
+            self.check_once()
             with self._checked:
                 self._checks += 1
                 self._checked.notify_all()
             self._poke.wait(self.poll_s)
             self._poke.clear()
 
-    def _check_once(self) -> None:
+    def check_once(self) -> None:
+        """One check on the caller's thread (the background thread calls it every poll)."""
         latest: int | None = None
         try:
             latest = self.source.latest_version()

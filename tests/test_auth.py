@@ -109,7 +109,7 @@ def test_actor_runs_only_authentic_newer_weights(tmp_path):
 
         def check(version: int) -> None:
             puller._refused_at.clear()  # do not wait REFUSAL_RECHECK_S between attempts
-            puller._check_once()
+            puller.check_once()
             assert puller.learner_version == version
 
         genuine = policy_variables(cfg, seed=1)
