@@ -25,16 +25,15 @@ The UTD ratio is enforced by the replay table's rate limiter: the sampler blocks
 learner is ahead of ``utd_ratio`` updates per environment step; ``learner/utd_ratio`` shows
 the effective ratio (online updates / transitions inserted). Weights are published every
 ``learner.publish_every`` updates (and at start and stop), checkpoints written every
-``learner.checkpoint_every`` online updates (and at stop).
+``learner.checkpoint_every`` online updates (and at stop). What it reports (TensorBoard, the
+heartbeat, the replay watch) is :mod:`learner.telemetry`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ from learner.checkpoint import (
 )
 from learner.learner import Learner
 from learner.pretrain import METRIC_TAGS, to_floats
-from robofume import metrics as tags
+from learner.telemetry import LearnerTelemetry
 from robofume.auth import deployment_secret
 from robofume.config import ConfigError, ExperimentConfig, save_config
 
@@ -60,8 +59,6 @@ log = logging.getLogger(__name__)
 NO_CALIBRATION = -1e9
 """mc_return given to online rows when ``learner.online_calibration`` is off (bound inactive)."""
 HEARTBEAT_S = 5.0
-RATE_WINDOW_BEATS = 7
-"""Heartbeats over which status computes the learner's rate (30 s at HEARTBEAT_S)."""
 WAIT_LOG_S = 30.0
 
 
@@ -163,19 +160,8 @@ class OnlineLearner:
         self.weights = WeightsClient(
             self.address, timeout_s=rc.rpc_timeout_s, secret=deployment_secret(cfg.deploy)
         )
-        from replay.info import stats_client
-
-        self._stats_client = stats_client(self.address)
         self.last_checkpoint: Path | None = latest_checkpoint(self.ckpt_dir)
-        self._tb: Any = None
-        self._replay: dict[str, Any] = {}
-        self._beats: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW_BEATS)
-        self._deleted_seen = 0
-        self._last_state = ""
-        self.replay_wipes = 0
-        """Times the replay table lost items that no restart or own deletion explains."""
-        self.last_replay_wipe = ""
-        self._rates = {"updates_per_sec": 0.0, "inserts_per_sec": 0.0, "wait_fraction": 0.0}
+        self.telemetry = LearnerTelemetry(cfg, self.address, self.sampler, METRIC_TAGS)
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.out / "config.yaml")
 
@@ -320,120 +306,29 @@ class OnlineLearner:
         prune_checkpoints(self.ckpt_dir, self.cfg.learner.checkpoint_keep)
         return self.last_checkpoint
 
-    def _replay_stats(self) -> dict[str, Any]:
-        from replay.errors import ReplayConfigMismatchError, ReplayUnavailableError
-        from replay.info import table_stats
-        from replay.marker import read_marker
-
-        timeout = self.cfg.replay.rpc_timeout_s
-        try:
-            stats = table_stats(self._stats_client, timeout_s=timeout)
-            stats["epoch"] = read_marker(self._stats_client, timeout, self.address).epoch
-        except (ReplayUnavailableError, ReplayConfigMismatchError) as err:
-            log.warning("replay stats unavailable: %s", err)
-            return {}
-        return stats
-
-    def _check_shrink(self, stats: dict[str, Any]) -> None:
-        """Report a replay table that lost items without a restart (a reset or a wipe)."""
-        from replay.info import unexplained_shrink
-
-        deleted = self.sampler.duplicates_deleted + self.sampler.forged_dropped
-        why = unexplained_shrink(self._replay, stats, deleted - self._deleted_seen)
-        self._deleted_seen = deleted
-        if why:
-            self.replay_wipes += 1
-            self.last_replay_wipe = why
-            log.error("%s", why)
+    @property
+    def utd_ratio(self) -> float:
+        """Effective UTD: online updates per transition inserted into replay."""
+        return self.telemetry.utd_ratio(self.online_updates)
 
     def _log(self, metrics: dict[str, torch.Tensor], window: dict) -> dict[str, float]:
         self.learner.check_finite(str(self.last_checkpoint) if self.last_checkpoint else None)
         values = to_floats(metrics)
-        now = time.perf_counter()
-        dt = max(now - window["t"], 1e-9)
-        self._rates["updates_per_sec"] = (self.online_updates - window["updates"]) / dt
-        self._rates["wait_fraction"] = min(1.0, window["waited"] / dt)
-        stats = self._replay_stats()
-        self._check_shrink(stats)
-        if stats and self._replay:
-            inserted = stats["inserts"] - self._replay.get("inserts", 0)
-            self._rates["inserts_per_sec"] = max(0, inserted) / dt
-        self._replay = stats or self._replay
-        window.update(t=now, updates=self.online_updates, waited=0.0)
-        step = self.learner.num_updates
-        tb = self._writer()
-        for key, value in values.items():
-            tb.add_scalar(METRIC_TAGS.get(key, f"losses/{key}"), value, step)
-        tb.add_scalar(tags.LEARNER_UPDATES_PER_SEC, self._rates["updates_per_sec"], step)
-        tb.add_scalar(tags.LEARNER_STEP, step, step)
-        tb.add_scalar(tags.LEARNER_WAIT_FRACTION, self._rates["wait_fraction"], step)
-        if self._replay:
-            tb.add_scalar(tags.LEARNER_UTD_RATIO, self.utd_ratio, step)
-            tb.add_scalar(tags.HEADLINE_UTD_TARGET, self.cfg.learner.utd_ratio, step)
-            tb.add_scalar(tags.REPLAY_SIZE, self._replay["size"], step)
-            tb.add_scalar(tags.REPLAY_INSERTS_PER_SEC, self._rates["inserts_per_sec"], step)
-        tb.flush()
+        self.telemetry.record(values, self.learner.num_updates, self.online_updates, window)
         return values
 
-    @property
-    def utd_ratio(self) -> float:
-        """Effective UTD: online updates per transition inserted into replay."""
-        inserts = self._replay.get("inserts", 0)
-        return self.online_updates / inserts if inserts else 0.0
-
-    def _writer(self) -> Any:
-        if self._tb is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            log_dir = Path(self.cfg.deploy.run_dir) / "tb" / "learner"
-            self._tb = SummaryWriter(str(log_dir), purge_step=self.learner.num_updates or None)
-        return self._tb
-
     def _heartbeat(self) -> None:
-        from robofume.status import window_rate, write_status
-
-        # over the last RATE_WINDOW_BEATS heartbeats, so an idle learner shows 0, not its last burst
-        rate = window_rate(self._beats, time.monotonic(), self.online_updates)
-        state = self.sampler.state
-        kind = re.sub(r"\d+", "#", state)  # "no samples for 12 s" and "... 17 s" are one state
-        if kind != self._last_state:  # "waiting for data" shows on the dashboard, not silence
-            self._last_state = kind
-            tb = self._writer()
-            tb.add_text(tags.LEARNER_STATE, f"{state} (at update {self.learner.num_updates})",
-                        self.learner.num_updates)  # fmt: skip
-            tb.flush()
-
-        try:
-            write_status(
-                self.cfg.deploy.run_dir,
-                "learner",
-                {
-                    "step": self.learner.num_updates,
-                    "online_updates": self.online_updates,
-                    "policy_version": self.published,
-                    "utd_ratio": round(self.utd_ratio, 4),
-                    "utd_target": self.cfg.learner.utd_ratio,
-                    "updates_per_sec": round(rate if rate is not None else 0.0, 3),
-                    "wait_fraction": round(self._rates["wait_fraction"], 3),
-                    "sampler": self.sampler.state,
-                    "replay_address": self.address,
-                    "replay_size": self._replay.get("size"),
-                    "replay_duplicates_dropped": self.sampler.duplicates_dropped,
-                    "replay_forged_dropped": self.sampler.forged_dropped,
-                    "replay_wipes": self.replay_wipes,
-                    "last_replay_wipe": self.last_replay_wipe,
-                    "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
-                    "device": str(self.learner.device),
-                },
-            )
-        except OSError as err:
-            log.warning("learner heartbeat not written: %s", err)
+        self.telemetry.heartbeat(
+            self.learner.num_updates,
+            self.online_updates,
+            self.published,
+            self.last_checkpoint,
+            str(self.learner.device),
+        )
 
     def close(self) -> None:
         self.sampler.close()
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        self.telemetry.close()
 
 
 def run_online_learner(
