@@ -11,7 +11,7 @@ and picked up by the next start with the same spill directory.
 
 A confirmed write is not yet safe: a replay server killed hard restores its newest checkpoint.
 With an :class:`actor.outbox.Outbox` and a sink that reads the server's marker
-(``read_marker``, as :class:`replay.writer.EpisodeWriter` does), every written episode is
+(``read_marker``, as :class:`replay_client.writer.EpisodeWriter` does), every written episode is
 kept until a replay checkpoint holds it; when the marker shows a restarted server, the kept
 episodes are written again, in order, before anything new (the sender also reads the marker
 every ``marker_poll_s`` while it has nothing else to do).
@@ -42,14 +42,14 @@ SPILL_LOG_EVERY_S = 10.0
 
 
 class EpisodeSink(Protocol):
-    """What the actor needs from :class:`replay.writer.EpisodeWriter`."""
+    """What the actor needs from :class:`robofume.replay_client.writer.EpisodeWriter`."""
 
     def write(self, episode: Episode) -> None:
         """Insert one episode; raise ReplayUnavailableError when the server is unreachable."""
 
 
 class MarkedSink(EpisodeSink, Protocol):
-    """A sink that also reads the server's epoch and checkpoint marker (``replay.marker``)."""
+    """A sink that also reads the server's marker (epoch, checkpoints: ``replay_client.marker``)."""
 
     def read_marker(self) -> Any:
         """The server's current ``Marker``; raise ReplayUnavailableError when unreachable."""

@@ -3,8 +3,8 @@
 A confirmed write is not the end of an episode's journey: a replay server killed hard restores
 its newest checkpoint, and everything delivered after that checkpoint is gone. The
 :class:`Outbox` keeps every written episode with the server's marker read after the write
-(``replay.marker``) until a marker of the same epoch proves that a checkpoint holding it has
-completed (:meth:`replay.marker.Marker.covers`). When a marker shows a new epoch the server
+(``replay_client.marker``) until a marker of the same epoch proves that a checkpoint holding it has
+completed (:meth:`replay_client.marker.Marker.covers`). When a marker shows a new epoch the server
 restarted: every episode still kept becomes *due* and is written again, in order, with its
 episode id (so the learner's sampler drops the copies a restored checkpoint already held).
 
@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from replay.marker import Marker
-from replay.writer import EPISODE_ID_META
+from robofume.replay_client.marker import Marker
+from robofume.replay_client.writer import EPISODE_ID_META
 from robofume.types import Episode
 
 log = logging.getLogger(__name__)

@@ -60,7 +60,7 @@ def _default_labeller(cfg: ExperimentConfig) -> Labeller:
 
 def _default_sink(cfg: ExperimentConfig) -> Callable[[], EpisodeSink]:
     def make() -> EpisodeSink:
-        from replay.writer import EpisodeWriter
+        from robofume.replay_client.writer import EpisodeWriter
 
         return EpisodeWriter(cfg.deploy.replay_address, cfg)
 
@@ -68,7 +68,7 @@ def _default_sink(cfg: ExperimentConfig) -> Callable[[], EpisodeSink]:
 
 
 def _default_weights(cfg: ExperimentConfig) -> WeightsSource:
-    from replay.weights import WeightsClient
+    from robofume.replay_client.weights import WeightsClient
 
     return WeightsClient(cfg.deploy.replay_address, timeout_s=5.0)
 

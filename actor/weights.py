@@ -35,7 +35,7 @@ HASH_KEYS = ("__config_hash__", "config_hash")
 
 
 class WeightsSource(Protocol):
-    """What the actor needs from :class:`replay.weights.WeightsClient`."""
+    """What the actor needs from :class:`robofume.replay_client.weights.WeightsClient`."""
 
     def latest_version(self) -> int | None:
         """Newest published version (None or < 0: nothing published yet)."""

@@ -190,8 +190,8 @@ class Probes:
         """Replay's marker epoch and table size, or None while it does not answer."""
         import reverb
 
-        from replay.info import table_stats
-        from replay.marker import read_marker
+        from robofume.replay_client.info import table_stats
+        from robofume.replay_client.marker import read_marker
 
         address = self.cfg.deploy.replay_address
         try:
@@ -338,7 +338,7 @@ def _patch_rate_limiter(tables_file: Path) -> None:
     import tensorflow as tf
     from reverb.cc.checkpointing import checkpoint_pb2
 
-    from replay.tables import ONLINE_TABLE
+    from robofume.replay_client.tables import ONLINE_TABLE
 
     records = [
         checkpoint_pb2.PriorityTableCheckpoint.FromString(r)
@@ -357,7 +357,7 @@ def _patch_rate_limiter(tables_file: Path) -> None:
 
 def _read_all_items(client: Any) -> dict[int, tuple[int, int]]:
     """Item key -> (episode_id, step) of every ``online`` item, sampling and deleting."""
-    from replay.tables import ONLINE_TABLE
+    from robofume.replay_client.tables import ONLINE_TABLE
 
     info = client.server_info()[ONLINE_TABLE]
     columns = sorted(info.signature)  # the flattened signature's order
@@ -391,7 +391,12 @@ def audit_replay(run_dir: Path, work: Path) -> dict[str, Any]:
     copy = work / found[-1].name
     shutil.copytree(found[-1], copy)
     _patch_rate_limiter(copy / "tables.tfrecord")
-    from replay.tables import MARKER_TABLE, ONLINE_TABLE, VERSION_TABLE, WEIGHTS_TABLE
+    from robofume.replay_client.tables import (
+        MARKER_TABLE,
+        ONLINE_TABLE,
+        VERSION_TABLE,
+        WEIGHTS_TABLE,
+    )
 
     names = (ONLINE_TABLE, WEIGHTS_TABLE, VERSION_TABLE, MARKER_TABLE)
     tables = [reverb.Table.queue(name, 1) for name in names]  # replaced by the checkpoint's

@@ -96,9 +96,9 @@ def serve(port: int, run_dir: Path, overrides: list[str]) -> subprocess.Popen:
 def run_size(size: int, transitions: int, batches: list[int], steps: int) -> list[dict]:
     import portpicker
 
-    from replay.sampler import OnlineSampler
-    from replay.writer import EpisodeWriter
     from robofume.config import load_config
+    from robofume.replay_client.sampler import OnlineSampler
+    from robofume.replay_client.writer import EpisodeWriter
 
     overrides = [
         f"--env.image_size={size}",

@@ -13,8 +13,8 @@ STALE_S = 30.0
 
 def _probe_replay(address: str) -> dict[str, Any]:
     try:
-        from replay.info import stats_client, table_stats
-        from replay.marker import read_marker
+        from robofume.replay_client.info import stats_client, table_stats
+        from robofume.replay_client.marker import read_marker
 
         client = stats_client(address)
         stats = table_stats(client, timeout_s=3.0)

@@ -16,7 +16,7 @@ and update counter carry on. Policy versions are the learner's total update coun
 
 Every update: ``round(mixing_ratio * batch_size)`` transitions from the offline data held by
 the learner (:class:`learner.buffer.OfflineBuffer`, the pre-training demos) and the rest from
-the ``online`` table (:class:`replay.sampler.OnlineSampler`), mixed with
+the ``online`` table (:class:`robofume.replay_client.sampler.OnlineSampler`), mixed with
 :func:`learner.buffer.mix_batches` and given to :meth:`learner.learner.Learner.update`, the
 same Cal-QL + BC step as pre-training. With ``learner.online_calibration`` off, the online
 rows get ``mc_return = NO_CALIBRATION`` so the Cal-QL bound is inactive on them.
@@ -115,8 +115,8 @@ class OnlineLearner:
         replay_address: str | None = None,
         device: str | torch.device | None = None,
     ):
-        from replay.sampler import OnlineSampler
-        from replay.weights import WeightsClient
+        from robofume.replay_client.sampler import OnlineSampler
+        from robofume.replay_client.weights import WeightsClient
 
         self.cfg = cfg
         lc = cfg.learner
@@ -275,7 +275,7 @@ class OnlineLearner:
     # ------------------------------------------------------------------ side effects
     def publish(self) -> bool:
         """Publish the policy variables (version = total updates); False if replay is down."""
-        from replay.errors import ReplayUnavailableError
+        from robofume.replay_client.errors import ReplayUnavailableError
 
         version = self.learner.num_updates
         if self.published == version:

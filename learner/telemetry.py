@@ -36,7 +36,7 @@ class LearnerTelemetry:
     """
 
     def __init__(self, cfg: ExperimentConfig, address: str, sampler: Any, metric_tags: dict):
-        from replay.info import stats_client
+        from robofume.replay_client.info import stats_client
 
         self.cfg = cfg
         self.address = address
@@ -55,9 +55,9 @@ class LearnerTelemetry:
 
     # --- replay ---------------------------------------------------------------------------
     def _replay_stats(self) -> dict[str, Any]:
-        from replay.errors import ReplayConfigMismatchError, ReplayUnavailableError
-        from replay.info import table_stats
-        from replay.marker import read_marker
+        from robofume.replay_client.errors import ReplayConfigMismatchError, ReplayUnavailableError
+        from robofume.replay_client.info import table_stats
+        from robofume.replay_client.marker import read_marker
 
         timeout = self.cfg.replay.rpc_timeout_s
         try:
@@ -70,7 +70,7 @@ class LearnerTelemetry:
 
     def _check_shrink(self, stats: dict[str, Any]) -> None:
         """Report a replay table that lost items without a restart (a reset or a wipe)."""
-        from replay.info import unexplained_shrink
+        from robofume.replay_client.info import unexplained_shrink
 
         deleted = self.sampler.duplicates_deleted + self.sampler.forged_dropped
         why = unexplained_shrink(self._replay, stats, deleted - self._deleted_seen)

@@ -1,18 +1,7 @@
-"""The Reverb replay server and its clients (Reverb and TensorFlow stay behind this package).
+"""The Reverb replay server (``replay.server``) and its command line (``robofume replay serve``
+and ``robofume replay info``).
 
-```python
-from replay.server import start_replay_server   # start_replay_server(cfg, port, checkpoint_dir)
-from replay.writer import EpisodeWriter         # actor: EpisodeWriter(address, cfg).write(ep)
-from replay.sampler import OnlineSampler        # learner: OnlineSampler(address, b, device)
-from replay.weights import WeightsClient        # .publish(vars, version) / .fetch()
-from replay.errors import ReplayUnavailableError  # unreachable: retry later
-from replay.info import stats_at                # sizes and counters for status/metrics
-```
-
-Tables (``replay.tables``): ``online`` (transitions; FIFO, uniform, bounded; UTD rate limiter;
-signature; items carry ``episode_id`` and ``step``), ``policy_weights`` and
-``policy_version`` (one item each), ``replay_marker`` (the server's epoch and checkpoint
-count, ``replay.marker``). Command line:
-``robofume replay serve`` and ``robofume replay info``. Importing this package is cheap; the
-modules above import Reverb (and with it TensorFlow) when used.
+Its clients (the actor's episode writer, the learner's sampler, the weights client) and the
+tables' contract they share with the server live in the library,
+:mod:`robofume.replay_client`, so the actor and the learner never import this package.
 """

@@ -41,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from replay.errors import ReplayConfigMismatchError
     from replay.server import start_replay_server
+    from robofume.replay_client.errors import ReplayConfigMismatchError
 
     cfg = config_from_args(args)
     port = args.port if args.port is not None else cfg.deploy.replay_port
@@ -78,8 +78,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from replay.errors import ReplayUnavailableError
-    from replay.info import stats_at
+    from robofume.replay_client.errors import ReplayUnavailableError
+    from robofume.replay_client.info import stats_at
 
     cfg = config_from_args(args)
     address = args.address or cfg.deploy.replay_address

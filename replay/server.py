@@ -5,8 +5,8 @@ actor of ``deploy/``); ``robofume replay serve`` runs it as a command. On start 
 restores the newest complete checkpoint under the checkpoint directory, so a restarted server
 continues with the items (and rate-limiter counters) it had at its last checkpoint. After the
 restore it picks a new *epoch* and keeps it, with its checkpoint count, in the
-``replay_marker`` table (``replay.marker``): around every checkpoint the marker says one is in
-progress and then that it completed, so the actors know which episodes are safe in a
+``replay_marker`` table (``replay_client.marker``): around every checkpoint the marker says one
+is in progress and then that it completed, so the actors know which episodes are safe in a
 checkpoint and which to deliver again after a restart. A
 background thread checkpoints every ``replay.checkpoint_every_s`` seconds (Reverb deletes the
 previous checkpoint once a new one is complete) and writes the ``replay`` heartbeat for
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from replay.errors import ReplayConfigMismatchError
-from replay.info import server_info, table_stats
-from replay.marker import Marker, read_marker, write_marker
-from replay.tables import (
+from robofume.replay_client.errors import ReplayConfigMismatchError
+from robofume.replay_client.info import server_info, table_stats
+from robofume.replay_client.marker import Marker, read_marker, write_marker
+from robofume.replay_client.tables import (
     ID_KEYS,
     MARKER_TABLE,
     ONLINE_TABLE,
@@ -209,7 +209,7 @@ class ReplayServer:
         return path
 
     def stats(self) -> dict[str, Any]:
-        """Sizes and insert/sample counters of the tables (see ``replay.info.table_stats``)
+        """Sizes and insert/sample counters of the tables (see ``replay_client.info.table_stats``)
         and what tells a restart: ``epoch``, ``started_at``, ``restored_checkpoint`` (None:
         started empty), ``restored_epoch``, ``checkpoints_completed``, ``last_checkpoint``
         and ``last_checkpoint_age_s`` (None before the first)."""

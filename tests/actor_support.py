@@ -85,14 +85,14 @@ def start_replay(cfg: ExperimentConfig, ckpt: Path, port: int = 0) -> Any:
 
 
 def replay_size(address: str) -> int:
-    from replay.info import stats_at
+    from robofume.replay_client.info import stats_at
 
     return stats_at(address)["size"]
 
 
 def publish(cfg: ExperimentConfig, version: int, config_hash: str | None = None) -> None:
-    from replay.weights import WeightsClient
     from robofume.auth import deployment_secret
+    from robofume.replay_client.weights import WeightsClient
 
     WeightsClient(cfg.deploy.replay_address, secret=deployment_secret(cfg.deploy)).publish(
         policy_variables(cfg, seed=version), version, config_hash or cfg.hash
@@ -107,7 +107,7 @@ class Tee:
         self.episodes: list = []
 
     def __call__(self) -> Tee:
-        from replay.writer import EpisodeWriter
+        from robofume.replay_client.writer import EpisodeWriter
 
         self.writer = EpisodeWriter(self.cfg.deploy.replay_address, self.cfg, timeout_s=2.0)
         return self

@@ -10,9 +10,9 @@ import pytest
 from actor.delivery import DeliveryQueue
 from actor.episodes import Segment
 from actor.outbox import PIECE_IDS_META, Outbox, assign_episode_ids
-from replay.errors import ReplayUnavailableError
-from replay.marker import Marker
-from replay.writer import EPISODE_ID_META
+from robofume.replay_client.errors import ReplayUnavailableError
+from robofume.replay_client.marker import Marker
+from robofume.replay_client.writer import EPISODE_ID_META
 from robofume.types import Episode
 
 E1, E2 = 1_000, 2_000

@@ -218,10 +218,10 @@ def _filler_episode(cfg, steps: int):
 
 def test_transitions_in_replay_carry_rewards_and_mc_returns(cluster):
     """Restore the replay checkpoint `down` wrote and look at the actor's transitions."""
-    from replay.sampler import OnlineSampler
     from replay.server import start_replay_server
-    from replay.writer import EpisodeWriter
     from robofume.config import load_config
+    from robofume.replay_client.sampler import OnlineSampler
+    from robofume.replay_client.writer import EpisodeWriter
 
     cfg = load_config("smoke", overrides=cluster["overrides"][2:])
     server = start_replay_server(cfg, port=0, heartbeat=False)

@@ -27,11 +27,26 @@ def test_the_library_does_not_import_the_processes():
 
 
 def test_reverb_and_tensorflow_stay_in_replay():
-    allowed = {"robofume/data/bridge_tf.py"}  # reads Bridge TFRecord / RLDS files
+    """Only the replay server and the replay clients (and the Bridge TFRecord reader)."""
     leaks = [
         (f, m)
         for package in ("actor", "learner", "robofume", "reward_server", "deploy")
         for f, m in _imports(package)
-        if m.split(".")[0] in ("reverb", "tensorflow") and f not in allowed
+        if m.split(".")[0] in ("reverb", "tensorflow")
+        and not f.startswith("robofume/replay_client/")
+        and f != "robofume/data/bridge_tf.py"  # reads Bridge TFRecord / RLDS files
     ]
     assert leaks == []
+
+
+def test_the_processes_share_only_the_library():
+    """The actor, the learner and the reward server import robofume and themselves, never
+    one another or the replay server."""
+    crossing = [
+        (f, m)
+        for package in ("actor", "learner", "reward_server")
+        for f, m in _imports(package)
+        if m.split(".")[0] in PROCESSES and m.split(".")[0] != package
+        and not (f.endswith("__main__.py") and m == "deploy.command")  # `python -m actor`
+    ]  # fmt: skip
+    assert crossing == []

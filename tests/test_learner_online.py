@@ -12,8 +12,8 @@ from replay_support import coded_episode, replay_config
 
 from learner.online import NO_CALIBRATION, OnlineLearner, run_online_learner
 from replay.server import start_replay_server
-from replay.weights import WeightsClient
-from replay.writer import EpisodeWriter
+from robofume.replay_client.weights import WeightsClient
+from robofume.replay_client.writer import EpisodeWriter
 
 SETTINGS = {
     # 8 offline + 8 online rows; utd 0.5 -> 4 online samples per env step

@@ -8,13 +8,13 @@ import portpicker
 import pytest
 from replay_support import coded_episode, replay_config, start_server_process, stop_process
 
-from replay.errors import ReplayUnavailableError
-from replay.info import stats_at
-from replay.sampler import OnlineSampler
 from replay.server import list_checkpoints
-from replay.weights import WeightsClient
-from replay.writer import EpisodeWriter
 from robofume.auth import deployment_secret
+from robofume.replay_client.errors import ReplayUnavailableError
+from robofume.replay_client.info import stats_at
+from robofume.replay_client.sampler import OnlineSampler
+from robofume.replay_client.weights import WeightsClient
+from robofume.replay_client.writer import EpisodeWriter
 
 OVERRIDES = ("--replay.min_size_to_sample", "1", "--learner.utd_ratio", "100")
 

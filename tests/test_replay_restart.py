@@ -16,11 +16,11 @@ from replay_support import replay_config, start_server_process, stop_process
 from actor.delivery import DeliveryQueue
 from actor.episodes import Segment
 from actor.outbox import Outbox
-from replay.info import stats_at
-from replay.marker import read_marker
-from replay.sampler import OnlineSampler
-from replay.writer import EpisodeWriter
 from robofume.auth import deployment_secret
+from robofume.replay_client.info import stats_at
+from robofume.replay_client.marker import read_marker
+from robofume.replay_client.sampler import OnlineSampler
+from robofume.replay_client.writer import EpisodeWriter
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -206,10 +206,10 @@ def test_checkpoint_from_before_markers_is_refused(tmp_path):
     import reverb
     import tensorflow as tf
 
-    from replay.errors import ReplayConfigMismatchError
-    from replay.info import server_info
     from replay.server import start_replay_server
-    from replay.tables import make_tables
+    from robofume.replay_client.errors import ReplayConfigMismatchError
+    from robofume.replay_client.info import server_info
+    from robofume.replay_client.tables import make_tables
 
     cfg = replay_config(tmp_path)
     ckpt = tmp_path / "old"

@@ -7,13 +7,17 @@ import pytest
 import torch
 from replay_support import coded_episode, replay_config
 
-from replay.errors import EpisodeRejectedError, ReplayConfigMismatchError, ReplayUnavailableError
-from replay.sampler import OnlineSampler
 from replay.server import list_checkpoints, start_replay_server
-from replay.tables import ONLINE_TABLE, TRANSITION_KEYS
-from replay.weights import WeightsClient
-from replay.writer import EpisodeWriter
 from robofume.auth import deployment_secret
+from robofume.replay_client.errors import (
+    EpisodeRejectedError,
+    ReplayConfigMismatchError,
+    ReplayUnavailableError,
+)
+from robofume.replay_client.sampler import OnlineSampler
+from robofume.replay_client.tables import ONLINE_TABLE, TRANSITION_KEYS
+from robofume.replay_client.weights import WeightsClient
+from robofume.replay_client.writer import EpisodeWriter
 
 # batch 16 at mixing 0.5 -> 8 online items per update; utd 0.5 -> 4 samples per env step;
 # min size 16 and tolerance 0.25 -> the learner may take 16 samples beyond the target.
@@ -230,7 +234,7 @@ def test_forged_transitions_never_reach_a_batch(cfg, server):
 
 
 def test_a_wiped_table_is_told_from_a_restart():
-    from replay.info import unexplained_shrink
+    from robofume.replay_client.info import unexplained_shrink
 
     before = {"size": 140, "epoch": 1}
     assert unexplained_shrink(before, {"size": 0, "epoch": 1}, deleted=0)  # a reset

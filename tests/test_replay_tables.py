@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from replay_support import replay_config
 
-from replay.tables import (
+from robofume.replay_client.tables import (
     ITEM_KEYS,
     TRANSITION_KEYS,
     online_batch_size,
@@ -64,7 +64,7 @@ def test_rate_limit_with_explicit_insert_lead_and_pure_offline(tmp_path):
 def test_reverb_accepts_the_limiter_for_presets(tmp_path):
     import reverb
 
-    from replay.tables import make_tables
+    from robofume.replay_client.tables import make_tables
 
     for preset_overrides in ({}, {"learner": {"utd_ratio": 8.0, "batch_size": 256}}):
         tables = make_tables(replay_config(tmp_path, **preset_overrides))

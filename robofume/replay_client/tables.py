@@ -12,18 +12,18 @@ so each frame is stored once (an item holds references, not copies) and an item 
 steps of two episodes. The item keys are the learner's batch keys (:data:`TRANSITION_KEYS`)
 plus :data:`ID_KEYS`: ``episode_id`` (int64, a random id the actor gives each delivered
 episode once and reuses when it delivers it again) and ``step`` (int32, t). Together they name
-a transition, so the learner's sampler recognises a redelivered copy (see ``replay.sampler``),
+a transition, so the learner's sampler recognises a redelivered copy (see ``sampler``),
 and :data:`MAC_KEY` (uint8 (32,)), the transition's authenticator: the sampler drops (and
 deletes) any item whose authenticator does not match, so only actors holding the deployment
 secret (``robofume.auth``) can put experience in front of the learner.
 
 ``replay_marker`` (max size 1) holds the server's epoch and checkpoint counter, written by the
-server at start and around each checkpoint (see ``replay.marker``): actors read it to know
+server at start and around each checkpoint (see ``marker``): actors read it to know
 which of their episodes are safe in a completed checkpoint and when the server restarted.
 
 ``policy_weights`` (max size 1) holds the newest policy variables and ``policy_version``
 (max size 1) only their version number; both items are created from the same writer step,
-so they share data and a version check transfers a few bytes (see ``replay.weights``).
+so they share data and a version check transfers a few bytes (see ``weights``).
 
 The UTD ratio is enforced by a ``SampleToInsertRatio`` limiter on ``online``: every update
 draws ``n_online = batch_size - round(mixing_ratio * batch_size)`` online items and the learner
@@ -54,7 +54,7 @@ VERSION_TABLE = "policy_version"
 """The version of the item in ``policy_weights`` (one tiny item, for cheap checks)."""
 
 MARKER_TABLE = "replay_marker"
-"""The server's epoch and checkpoint counter (one tiny item, see ``replay.marker``)."""
+"""The server's epoch and checkpoint counter (one tiny item, see ``marker``)."""
 
 TRANSITION_KEYS = BATCH_KEYS
 """Keys of one sampled transition: the learner's batch keys."""

@@ -2,8 +2,8 @@
 
 Usage (actor side)::
 
-    from replay.writer import EpisodeWriter
-    from replay.errors import ReplayUnavailableError, EpisodeRejectedError
+    from robofume.replay_client.writer import EpisodeWriter
+    from robofume.replay_client.errors import ReplayUnavailableError, EpisodeRejectedError
 
     writer = EpisodeWriter(cfg.deploy.replay_address, cfg)
     try:
@@ -26,7 +26,7 @@ The episode id is ``episode.meta["replay_episode_id"]``; an episode without one 
 63-bit id there on its first write, so writing the same Episode again (a redelivery after a
 replay restart) reuses it and the learner's sampler can recognise the copy.
 :meth:`EpisodeWriter.read_marker` reads the server's epoch and checkpoint marker
-(``replay.marker``). See ``replay.tables`` for the item layout: each
+(``robofume.replay_client.marker``). See ``robofume.replay_client.tables`` for the item layout: each
 frame is stored once, item t references steps t and t+1 of the episode's own trajectory.
 
 Semantics of :meth:`EpisodeWriter.write`:
@@ -59,17 +59,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from replay.errors import EpisodeRejectedError, ReplayConfigMismatchError, ReplayUnavailableError
-from replay.info import server_info
-from replay.marker import Marker, read_marker
-from replay.tables import (
+from robofume.auth import transition_macs
+from robofume.replay_client.errors import (
+    EpisodeRejectedError,
+    ReplayConfigMismatchError,
+    ReplayUnavailableError,
+)
+from robofume.replay_client.info import server_info
+from robofume.replay_client.marker import Marker, read_marker
+from robofume.replay_client.tables import (
     OBS_COLUMNS,
     ONLINE_TABLE,
     STEP_COLUMNS,
     signature_to_spec,
     transition_spec,
 )
-from robofume.auth import transition_macs
 
 if TYPE_CHECKING:
     from robofume.config import ExperimentConfig
@@ -141,7 +145,7 @@ class EpisodeWriter:
             return n
 
     def read_marker(self) -> Marker:
-        """The server's epoch and checkpoint marker (see ``replay.marker``); raises
+        """The server's epoch and checkpoint marker (see ``robofume.replay_client.marker``); raises
         ReplayUnavailableError when it does not answer (or is still starting)."""
         return read_marker(self._client, self.timeout_s, self.address)
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from replay.weights import WeightsClient
+    from robofume.replay_client.weights import WeightsClient
 
     # learner
     client = WeightsClient(address)
@@ -48,9 +48,9 @@ from typing import Any
 
 import numpy as np
 
-from replay.errors import ReplayUnavailableError
-from replay.info import run_with_deadline, server_info
-from replay.tables import VERSION_TABLE, WEIGHTS_TABLE
+from robofume.replay_client.errors import ReplayUnavailableError
+from robofume.replay_client.info import run_with_deadline, server_info
+from robofume.replay_client.tables import VERSION_TABLE, WEIGHTS_TABLE
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from replay.errors import ReplayUnavailableError
-from replay.tables import ONLINE_TABLE, WEIGHTS_TABLE
+from robofume.replay_client.errors import ReplayUnavailableError
+from robofume.replay_client.tables import ONLINE_TABLE, WEIGHTS_TABLE
 
 
 def run_with_deadline(fn: Callable[[], Any], timeout_s: float, name: str) -> Any:
@@ -102,8 +102,8 @@ def unexplained_shrink(prev: dict[str, Any], now: dict[str, Any], deleted: int) 
 
 
 def stats_client(address: str) -> Any:
-    """A client for :func:`table_stats` and ``replay.marker.read_marker`` (processes outside
-    ``replay/`` never import Reverb themselves)."""
+    """A client for :func:`table_stats` and ``marker.read_marker`` (the learner and the
+    status command never import Reverb themselves)."""
     import reverb
 
     return reverb.Client(address)

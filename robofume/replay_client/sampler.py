@@ -2,7 +2,7 @@
 
 Usage (learner side)::
 
-    from replay.sampler import OnlineSampler
+    from robofume.replay_client.sampler import OnlineSampler
 
     sampler = OnlineSampler(address, batch_size=n_online, device="cuda", prefetch=2,
                             secret=deployment_secret(cfg.deploy))
@@ -13,7 +13,7 @@ Usage (learner side)::
 ``OnlineSampler(address, batch_size, device="cpu", prefetch=2, *, timeout_s=2.0,
 rpc_timeout_s=10.0, secret)``. A background thread reads the ``online`` table through a
 ``reverb.TrajectoryDataset`` (uniform sampling; each sampled item is one transition) and
-assembles batches of exactly ``batch_size`` with the keys of ``replay.tables.TRANSITION_KEYS``:
+assembles batches of exactly ``batch_size`` with the keys of ``tables.TRANSITION_KEYS``:
 ``image`` uint8 (B,H,W,3), ``proprio`` f32 (B,P), ``task`` int64 (B,), ``action`` f32 (B,A),
 ``reward`` f32 (B,), ``terminal`` f32 (B,), ``next_image`` uint8, ``next_proprio`` f32,
 ``mc_return`` f32 (B,). Batches wait in a queue of ``prefetch``; on a CUDA device they are
@@ -27,7 +27,7 @@ thread logs it, backs off and reconnects; :meth:`next` just returns None meanwhi
 learner never crashes on a replay outage.
 
 Authentication: every item carries an HMAC of its transition under the deployment secret
-(``replay.tables.MAC_KEY``); a row whose authenticator does not match never reaches a batch,
+(``tables.MAC_KEY``); a row whose authenticator does not match never reaches a batch,
 its item is deleted and :attr:`forged_dropped` counts it. Anyone who can reach the Reverb port
 can still insert items, but not ones the learner learns from.
 
@@ -52,9 +52,9 @@ from typing import Any
 
 import numpy as np
 
-from replay.info import server_info
-from replay.tables import ID_KEYS, MAC_KEY, ONLINE_TABLE, TRANSITION_KEYS
 from robofume.auth import authentic_rows
+from robofume.replay_client.info import server_info
+from robofume.replay_client.tables import ID_KEYS, MAC_KEY, ONLINE_TABLE, TRANSITION_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ class OnlineSampler:
         duplicate is still caught: whichever copy is sampled first is kept. Returns "same",
         "changed" (the memory was cleared) or "unknown" (no marker could be read).
         """
-        from replay.marker import read_marker
+        from robofume.replay_client.marker import read_marker
 
         try:
             epoch = read_marker(self._client, self.rpc_timeout_s, self.address).epoch

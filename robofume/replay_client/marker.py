@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from replay.errors import ReplayConfigMismatchError, ReplayUnavailableError
-from replay.info import run_with_deadline, server_info
-from replay.tables import MARKER_TABLE
+from robofume.replay_client.errors import ReplayConfigMismatchError, ReplayUnavailableError
+from robofume.replay_client.info import run_with_deadline, server_info
+from robofume.replay_client.tables import MARKER_TABLE
 
 
 @dataclass(frozen=True)
