@@ -29,6 +29,7 @@ from actor.scheduler import TickScheduler
 from actor.weights import Policy, WeightsPuller, WeightsSource
 from robofume.auth import deployment_secret
 from robofume.config import ExperimentConfig
+from robofume.run_dir import RunDir
 from robofume.status import window_rate
 from robofume.threads import size_threads
 
@@ -119,7 +120,7 @@ def run_actor(
     name = f"actor_{actor_id}"
     seed = a.seed + actor_id
     run_dir = Path(cfg.deploy.run_dir)
-    spill_dir = Path(a.spill_dir or run_dir / "spill") / name
+    spill_dir = RunDir.of(cfg).spill(name)
     stop_event = stop_event or threading.Event()
     own_env = env is None
     env = make_actor_env(cfg, seed) if own_env else env  # first: the likeliest to fail (robot)
@@ -228,7 +229,7 @@ def run_actor(
         run_dir,
         snapshot,
         a.report_every_s,
-        tb_dir=run_dir / "tb" / name,
+        tb_dir=RunDir.of(cfg).tb(name),
         strip_every=a.strip_every,
     )
     restore_signal = install_signal_handler(commands)

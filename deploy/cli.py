@@ -7,6 +7,8 @@ import json
 import logging
 import time
 
+from robofume.run_dir import RunDir
+
 log = logging.getLogger(__name__)
 
 
@@ -57,7 +59,6 @@ def _up(args: argparse.Namespace) -> int:
     from deploy.up import (
         load_state,
         process_alive,
-        run_paths,
         save_state,
         start_tensorboard,
         write_resolved_config,
@@ -65,7 +66,7 @@ def _up(args: argparse.Namespace) -> int:
     from robofume.auth import deployment_secret
 
     cfg = _config(args)
-    paths = run_paths(cfg)
+    paths = RunDir.of(cfg)
     write_resolved_config(cfg)
     deployment_secret(cfg.deploy)  # before any process that signs or checks with it starts
     state = load_state(cfg)
@@ -94,9 +95,9 @@ def _up(args: argparse.Namespace) -> int:
         f"  TensorBoard    http://{host}:{cfg.deploy.tensorboard_port}\n"
         f"  Ray dashboard  http://127.0.0.1:{cfg.deploy.dashboard_port}  (it asks for a token: "
         f"paste the contents of {token_path(cfg.deploy)})\n"
-        f"  run dir        {paths['root']}  (logs, checkpoints, status)\n"
+        f"  run dir        {paths.root}  (logs, checkpoints, status)\n"
         f"  phases         generate, reward, pretrain, online: see status "
-        f"(log {paths['logs'] / 'phases.log'})\n"
+        f"(log {paths.logs / 'phases.log'})\n"
         f"  replay         {cfg.deploy.replay_address}\n"
         f"  reward         {', '.join(cfg.deploy.reward_addresses)}\n"
         f"  status         robofume status --preset {preset}\n"
@@ -114,7 +115,7 @@ def _up(args: argparse.Namespace) -> int:
 
 def _down(args: argparse.Namespace) -> int:
     from deploy import cluster, launch
-    from deploy.up import load_state, run_paths, stop_pid
+    from deploy.up import load_state, stop_pid
 
     cfg = _config(args)
     state = load_state(cfg)
@@ -133,7 +134,7 @@ def _down(args: argparse.Namespace) -> int:
         ray.shutdown()  # our own driver connection first (no-op when not connected)
         count = cluster.stop_head(cfg.deploy)
         log.info("stopped the Ray head this run started (%d processes)", count)
-    (run_paths(cfg)["root"] / "up.json").unlink(missing_ok=True)
+    RunDir.of(cfg).up_state.unlink(missing_ok=True)
     return 0
 
 

@@ -11,8 +11,9 @@ from typing import Any
 import ray
 
 from deploy import services
-from deploy.up import config_dict, run_paths
+from deploy.up import config_dict
 from robofume.config import ExperimentConfig
+from robofume.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def start_reward(cfg: ExperimentConfig) -> list[str]:
     from robofume.threads import thread_share
 
     reward_cfg = dataclasses.replace(cfg.reward, torch_threads=thread_share(cfg, "reward"))
-    checkpoint = str(run_paths(cfg)["reward"].resolve())
+    checkpoint = str(RunDir.of(cfg).reward.resolve())
     remote = ray.remote(RewardReplica)
     handles = []
     for i in range(cfg.deploy.num_reward_replicas):
@@ -72,7 +73,7 @@ def start_reward(cfg: ExperimentConfig) -> list[str]:
                 cfg.deploy.tls_cert,
                 cfg.deploy.tls_key,
                 "cuda" if cfg.deploy.reward_gpus > 0 else cfg.reward.device,
-                str(run_paths(cfg)["root"].resolve()),
+                str(RunDir.of(cfg).root.resolve()),
                 allow_insecure_remote=cfg.deploy.allow_insecure_remote,
                 name=f"reward_{i}",
             )
@@ -93,7 +94,7 @@ def start_learner(cfg: ExperimentConfig) -> Any:
         role="learner",
     )
     _check_alive(handle, "learner")
-    log.info("learner: started (run dir %s)", run_paths(cfg)["online"])
+    log.info("learner: started (run dir %s)", RunDir.of(cfg).online)
     return handle
 
 

@@ -35,10 +35,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deploy.up import prepare_steps, run_paths
+from deploy.up import prepare_steps
 from robofume import metrics as tags
 from robofume.config import ExperimentConfig, load_config
 from robofume.logs import PROGRESS_FILE_ENV
+from robofume.run_dir import RunDir
 from robofume.status import read_statuses, status_dir, write_status
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class PhaseBoard:
         if self._tb is None:  # after the first heartbeat: the import takes seconds
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(run_paths(self.cfg)["tensorboard"] / "phases"))
+            self._tb = SummaryWriter(str(RunDir.of(self.cfg).tb("phases")))
         self._beats += 1
         for name, phase in self.phases.items():
             if phase["state"] in ("reused", "done"):
@@ -125,7 +126,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def run_step(cfg: ExperimentConfig, board: PhaseBoard, name: str, args: list[str]) -> None:
     """Run one ``robofume`` command as a subprocess, following its progress bars."""
-    progress_file = run_paths(cfg)["root"] / "phases" / f"{name}.json"
+    progress_file = RunDir.of(cfg).phases / f"{name}.json"
     progress_file.unlink(missing_ok=True)
     env = {**os.environ, PROGRESS_FILE_ENV: str(progress_file), "ROBOFUME_NO_PROGRESS": "1"}
     cmd = [sys.executable, "-m", "deploy.command", *args]
@@ -274,12 +275,12 @@ def main(argv: list[str] | None = None) -> int:
 # ----------------------------------------------------------------------------- from `up`
 def start_runner(cfg: ExperimentConfig, skip_prepare: bool = False, timeout_s: float = 120.0):
     """Start the runner detached; return its pid once its first heartbeat exists."""
-    paths = run_paths(cfg)
-    paths["logs"].mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "deploy.phases", "--config_path", str(paths["config"])]
+    paths = RunDir.of(cfg)
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "deploy.phases", "--config_path", str(paths.config)]
     if skip_prepare:
         cmd.append("--skip-prepare")
-    logfile = paths["logs"] / "phases.log"
+    logfile = paths.logs / "phases.log"
     beat_file = status_dir(cfg.deploy.run_dir) / f"{HEARTBEAT}.json"
     with open(logfile, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

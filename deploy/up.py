@@ -22,27 +22,12 @@ from pathlib import Path
 
 from robofume.config import ExperimentConfig, save_config
 from robofume.config.base import to_dict
+from robofume.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "up.json"
-
 
 # ----------------------------------------------------------------------------- layout
-def run_paths(cfg: ExperimentConfig) -> dict[str, Path]:
-    root = Path(cfg.deploy.run_dir)
-    return {
-        "root": root,
-        "config": root / "config.yaml",
-        "reward": root / "reward",
-        "pretrain": root / "pretrain",
-        "online": root / "online",
-        "tensorboard": root / "tb",
-        "replay": Path(cfg.replay.checkpoint_dir or root / "replay"),
-        "logs": root / "logs",
-    }
-
-
 def resolve_addresses(cfg: ExperimentConfig) -> ExperimentConfig:
     """Fill the reward replica addresses from the replica count (one port each)."""
     d = cfg.deploy
@@ -57,12 +42,12 @@ def dataset_ready(cfg: ExperimentConfig) -> bool:
     return (Path(cfg.data.dir) / "manifest.json").exists()
 
 
-def reward_ready(paths: dict[str, Path]) -> bool:
-    return any(paths["reward"].glob("model*")) if paths["reward"].exists() else False
+def reward_ready(paths: RunDir) -> bool:
+    return any(paths.reward.glob("model*")) if paths.reward.exists() else False
 
 
-def pretrain_ready(paths: dict[str, Path]) -> bool:
-    ckpts = paths["pretrain"] / "checkpoints"
+def pretrain_ready(paths: RunDir) -> bool:
+    ckpts = paths.pretrain / "checkpoints"
     return ckpts.exists() and any(ckpts.glob("ckpt_*.pt"))
 
 
@@ -72,9 +57,9 @@ def prepare_steps(cfg: ExperimentConfig) -> list[tuple[str, bool, list[str]]]:
     The dataset, the fine-tuned reward model and the pre-trained policy: what exists is reused
     (:mod:`deploy.phases` runs the rest).
     """
-    paths = run_paths(cfg)
-    conf = str(paths["config"])
-    data, reward = cfg.data.dir, str(paths["reward"])
+    paths = RunDir.of(cfg)
+    conf = str(paths.config)
+    data, reward = cfg.data.dir, str(paths.reward)
     return [
         ("generate", dataset_ready(cfg), ["generate", "--config_path", conf, "--out", data]),
         (
@@ -85,19 +70,19 @@ def prepare_steps(cfg: ExperimentConfig) -> list[tuple[str, bool, list[str]]]:
         (
             "pretrain",
             pretrain_ready(paths),
-            ["pretrain", "--config_path", conf, "--data", data, "--out", str(paths["pretrain"])],
+            ["pretrain", "--config_path", conf, "--data", data, "--out", str(paths.pretrain)],
         ),
     ]
 
 
 # ----------------------------------------------------------------------------- state
 def load_state(cfg: ExperimentConfig) -> dict:
-    path = run_paths(cfg)["root"] / STATE_FILE
+    path = RunDir.of(cfg).up_state
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def save_state(cfg: ExperimentConfig, state: dict) -> None:
-    path = run_paths(cfg)["root"] / STATE_FILE
+    path = RunDir.of(cfg).up_state
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(state, indent=1))
 
@@ -111,14 +96,14 @@ every few seconds costs a core on a small machine)."""
 def start_tensorboard(cfg: ExperimentConfig) -> int | None:
     """TensorBoard over the run's log dir, bound to the configured host, at
     :data:`TENSORBOARD_NICENESS`; returns its pid."""
-    paths = run_paths(cfg)
-    paths["tensorboard"].mkdir(parents=True, exist_ok=True)
-    paths["logs"].mkdir(parents=True, exist_ok=True)
+    paths = RunDir.of(cfg)
+    paths.tensorboard.mkdir(parents=True, exist_ok=True)
+    paths.logs.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).with_name("tensorboard")
     cmd = [
         str(exe),
         "--logdir",
-        str(paths["root"]),
+        str(paths.root),
         "--host",
         cfg.deploy.bind_host,
         "--port",
@@ -126,7 +111,7 @@ def start_tensorboard(cfg: ExperimentConfig) -> int | None:
         "--reload_interval",
         "5",
     ]
-    logfile = paths["logs"] / "tensorboard.log"
+    logfile = paths.logs / "tensorboard.log"
     with open(logfile, "ab") as out:
         proc = subprocess.Popen(
             cmd,
@@ -188,6 +173,6 @@ def config_dict(cfg: ExperimentConfig) -> dict:
 
 
 def write_resolved_config(cfg: ExperimentConfig) -> Path:
-    path = run_paths(cfg)["config"]
+    path = RunDir.of(cfg).config
     save_config(cfg, path)
     return path

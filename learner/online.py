@@ -53,6 +53,7 @@ from learner.pretrain import METRIC_TAGS, to_floats
 from learner.telemetry import LearnerTelemetry
 from robofume.auth import deployment_secret
 from robofume.config import ConfigError, ExperimentConfig, save_config
+from robofume.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class OnlineResult:
 
 
 def default_out_dir(cfg: ExperimentConfig) -> Path:
-    return Path(cfg.deploy.run_dir) / "online"
+    return RunDir.of(cfg).online
 
 
 def _check_same_networks(ckpt: dict, cfg: ExperimentConfig, path: Path) -> None:
@@ -185,7 +186,7 @@ class OnlineLearner:
                 self.online_updates,
             )
             return extra
-        src = Path(pretrained) if pretrained else Path(self.cfg.deploy.run_dir) / "pretrain"
+        src = Path(pretrained) if pretrained else RunDir.of(self.cfg).pretrain
         if src.is_dir():
             found = latest_checkpoint(src) or latest_checkpoint(src / "checkpoints")
             if found is None:

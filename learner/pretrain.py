@@ -22,6 +22,7 @@ from learner.learner import Learner
 from robofume import metrics as tags
 from robofume.config import ExperimentConfig, save_config
 from robofume.logs import progress
+from robofume.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def to_floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def default_out_dir(cfg: ExperimentConfig) -> Path:
-    return Path(cfg.deploy.run_dir) / "pretrain"
+    return RunDir.of(cfg).pretrain
 
 
 class _Writer:

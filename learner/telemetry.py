@@ -22,6 +22,7 @@ from typing import Any
 
 from robofume import metrics as tags
 from robofume.config import ExperimentConfig
+from robofume.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class LearnerTelemetry:
         if self._tb is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            log_dir = Path(self.cfg.deploy.run_dir) / "tb" / "learner"
+            log_dir = RunDir.of(self.cfg).tb("learner")
             self._tb = SummaryWriter(str(log_dir), purge_step=step or None)
         return self._tb
 

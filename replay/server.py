@@ -38,6 +38,7 @@ from robofume.replay_client.tables import (
     signature_to_spec,
     transition_spec,
 )
+from robofume.run_dir import RunDir
 
 if TYPE_CHECKING:
     from robofume.config import ExperimentConfig
@@ -51,9 +52,7 @@ def resolve_checkpoint_dir(cfg: ExperimentConfig, checkpoint_dir: str | Path | N
     """The argument, else ``replay.checkpoint_dir``, else ``<run_dir>/replay``."""
     if checkpoint_dir:
         return Path(checkpoint_dir)
-    if cfg.replay.checkpoint_dir:
-        return Path(cfg.replay.checkpoint_dir)
-    return Path(cfg.deploy.run_dir) / "replay"
+    return RunDir.of(cfg).replay
 
 
 def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from robofume.run_dir import RunDir
+
 log = logging.getLogger(__name__)
 
 
@@ -33,7 +35,7 @@ def _clean_errors(fn: Callable[[argparse.Namespace], int]) -> Callable:
 
 def default_checkpoint(cfg) -> Path:
     """``reward.checkpoint``, else ``<run_dir>/reward``."""
-    return Path(cfg.reward.checkpoint or Path(cfg.deploy.run_dir) / "reward")
+    return Path(cfg.reward.checkpoint) if cfg.reward.checkpoint else RunDir.of(cfg).reward
 
 
 @_clean_errors
@@ -132,7 +134,7 @@ def _serve(args: argparse.Namespace) -> int:
         log.info("ready in %.1f s", time.perf_counter() - start)
         from reward_server.telemetry import ServerTelemetry
 
-        telemetry = ServerTelemetry(server, Path(cfg.deploy.run_dir) / "tb" / "reward_serve")
+        telemetry = ServerTelemetry(server, RunDir.of(cfg).tb("reward_serve"))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

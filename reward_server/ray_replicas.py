@@ -28,6 +28,7 @@ from typing import Any
 from robofume.config import ExperimentConfig
 from robofume.config.base import from_dict, to_dict
 from robofume.config.reward import RewardConfig
+from robofume.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class RewardReplica:
         if run_dir:
             from reward_server.telemetry import ServerTelemetry
 
-            tb_dir = Path(run_dir) / "tb" / name  # the component, not its port
+            tb_dir = RunDir.at(run_dir).tb(name)  # the component, not its port
             self.telemetry = ServerTelemetry(self.handle.server, tb_dir)
 
     def get_address(self) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from robofume.config import DeployConfig
+from robofume.run_dir import RunDir
 from robofume.secret_file import read_or_create_secret
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def secret_path(deploy: DeployConfig) -> Path:
     """Where this deployment's secret lives (absolute)."""
     if deploy.secret_path:
         return Path(deploy.secret_path).expanduser().resolve()
-    return (Path(deploy.run_dir) / "auth" / "secret").expanduser().resolve()
+    return RunDir.at(deploy.run_dir).secret.expanduser().resolve()
 
 
 def ensure_secret(path: Path) -> bytes:

@@ -22,6 +22,7 @@ import torch
 
 from robofume.config import ExperimentConfig, load_config
 from robofume.networks import POLICY_PREFIXES, PolicyModel, sample_tanh_gaussian
+from robofume.run_dir import RunDir
 
 
 class InferencePolicy:
@@ -134,7 +135,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if path.is_file():
         return path
-    for directory in (path, path / "checkpoints", path / "pretrain" / "checkpoints"):
+    for directory in (path, path / "checkpoints", RunDir.at(path).pretrain / "checkpoints"):
         pointer = directory / "latest"
         if pointer.is_file() and (directory / pointer.read_text().strip()).is_file():
             return directory / pointer.read_text().strip()

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from robofume.config import DeployConfig
+from robofume.run_dir import RunDir
 from robofume.secret_file import read_or_create_secret
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,11 @@ TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 
 def token_path(deploy: DeployConfig) -> Path:
     """Where this run's token lives (absolute: Ray workers run in other directories)."""
-    path = Path(deploy.ray_token_path) if deploy.ray_token_path else Path(deploy.run_dir)
-    if not deploy.ray_token_path:
-        path = path / "ray" / "auth_token"
+    path = (
+        Path(deploy.ray_token_path)
+        if deploy.ray_token_path
+        else RunDir.at(deploy.run_dir).ray_token
+    )
     return path.expanduser().resolve()
 
 

@@ -14,9 +14,11 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from robofume.run_dir import RunDir
+
 
 def status_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "status"
+    return RunDir.at(run_dir).status
 
 
 def write_status(run_dir: str | Path, name: str, data: dict[str, Any]) -> Path:

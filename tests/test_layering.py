@@ -50,3 +50,17 @@ def test_the_processes_share_only_the_library():
         and not (f.endswith("__main__.py") and m == "deploy.command")  # `python -m actor`
     ]  # fmt: skip
     assert crossing == []
+
+
+def test_the_run_directory_layout_is_defined_once():
+    """Folders under the run directory are named in robofume/run_dir.py only."""
+    import re
+
+    joins = re.compile(r"run_dir\)?\s*/\s*[\"']|\broot\s*/\s*[\"'](tb|status|spill|replay|auth)")
+    found = [
+        str(path.relative_to(ROOT))
+        for package in PROCESSES + ("robofume",)
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path.name != "run_dir.py" and joins.search(path.read_text())
+    ]
+    assert found == []
