@@ -27,7 +27,7 @@ from actor.delivery import DeliveryQueue
 from actor.episodes import Segment
 from actor.labels import LabelTracker
 from actor.scheduler import TickScheduler
-from actor.weights import Policy, WeightsPuller
+from actor.weights import ActingPolicy, WeightsPuller
 from robofume.config import ExperimentConfig
 from robofume.envs.errors import InvalidActionError, RobotFaultError
 
@@ -39,7 +39,7 @@ class Actor:
 
     def __init__(
         self,
-        policy: Policy,
+        policy: ActingPolicy,
         tracker: LabelTracker | None,
         puller: WeightsPuller | None = None,
         *,

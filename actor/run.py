@@ -26,7 +26,7 @@ from actor.loop import Actor, ResetFreeLoop
 from actor.outbox import Outbox
 from actor.report import Reporter
 from actor.scheduler import TickScheduler
-from actor.weights import Policy, WeightsPuller, WeightsSource
+from actor.weights import ActingPolicy, WeightsPuller, WeightsSource
 from robofume.auth import deployment_secret
 from robofume.config import ExperimentConfig
 from robofume.run_dir import RunDir
@@ -102,7 +102,7 @@ def run_actor(
     actor_id: int = 0,
     max_steps: int | None = None,
     env: Any = None,
-    policy: Policy | None = None,
+    policy: ActingPolicy | None = None,
     labeller: Labeller | None = None,
     sink_factory: Callable[[], EpisodeSink] | None = None,
     weights: WeightsSource | None = None,

@@ -44,7 +44,7 @@ class WeightsSource(Protocol):
         """``(version, variables)`` of the newest weights (or an object with those fields)."""
 
 
-class Policy(Protocol):
+class ActingPolicy(Protocol):
     version: int
 
     def load_variables(self, variables: Mapping[str, np.ndarray], version: int) -> None: ...
@@ -77,7 +77,7 @@ class WeightsPuller:
     def __init__(
         self,
         source: WeightsSource,
-        policy: Policy,
+        policy: ActingPolicy,
         config_hash: str,
         secret: bytes,
         poll_s: float = 1.0,

@@ -382,9 +382,9 @@ def audit_replay(run_dir: Path, work: Path) -> dict[str, Any]:
     """
     import reverb
 
-    from replay.server import list_checkpoints
+    from replay.server import list_replay_checkpoints
 
-    found = list_checkpoints(run_dir / "replay")
+    found = list_replay_checkpoints(run_dir / "replay")
     if not found:
         return {"error": f"no replay checkpoint under {run_dir / 'replay'}"}
     shutil.rmtree(work, ignore_errors=True)

@@ -55,7 +55,7 @@ def resolve_checkpoint_dir(cfg: ExperimentConfig, checkpoint_dir: str | Path | N
     return RunDir.of(cfg).replay
 
 
-def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
+def list_replay_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
     """Complete Reverb checkpoints under ``checkpoint_dir``, oldest first."""
     root = Path(checkpoint_dir)
     if not root.is_dir():
@@ -83,7 +83,7 @@ class ReplayServer:
         self.checkpoint_every_s = (
             cfg.replay.checkpoint_every_s if checkpoint_every_s is None else checkpoint_every_s
         )
-        found = list_checkpoints(self.checkpoint_dir)
+        found = list_replay_checkpoints(self.checkpoint_dir)
         checkpointer = reverb.checkpointers.DefaultCheckpointer(str(self.checkpoint_dir))
         self._server = reverb.Server(make_tables(cfg), port=port or None, checkpointer=checkpointer)
         self.port = int(self._server.port)

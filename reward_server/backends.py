@@ -10,7 +10,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from reward_server.model import RewardModel, read_checkpoint
+from reward_server.model import RewardModel, read_reward_checkpoint
 from robofume.config.base import from_dict
 from robofume.config.reward import RewardConfig
 
@@ -38,7 +38,7 @@ def load_reward_model(
     ``base_model`` replaces the vlm base model's hub id/path recorded at training time (when
     the weights moved). The model keeps the questions and threshold it was tuned with.
     """
-    payload = read_checkpoint(path)
+    payload = read_reward_checkpoint(path)
     cfg = from_dict(RewardConfig, payload["reward_cfg"], "reward_cfg")
     if base_model:
         cfg = dataclasses.replace(cfg, model=base_model)

@@ -43,7 +43,7 @@ class CheckpointError(ValueError):
     """A reward checkpoint that is missing, unreadable or of another format."""
 
 
-def resolve_device(device: str) -> str:
+def resolve_device_name(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
     import torch
 
@@ -77,7 +77,7 @@ class RewardModel(abc.ABC):
 
     def __init__(self, cfg: RewardConfig, device: str = "auto"):
         self.cfg = cfg
-        self.device = resolve_device(device if device != "auto" else cfg.device)
+        self.device = resolve_device_name(device if device != "auto" else cfg.device)
         self.version = f"{self.backend}-untrained"
         self.threshold = float(cfg.threshold)
         self.questions: dict[str, str] = {}
@@ -190,7 +190,7 @@ def checkpoint_file(path: str | Path) -> Path:
     return file
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_reward_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict, validated."""
     import torch
 

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from robofume.data import DatasetError, EpisodeFile, EpisodeWriter, read_episodes, write_episodes
+from robofume.data import DatasetError, DatasetWriter, EpisodeFile, read_episodes, write_episodes
 from robofume.types import Episode
 
 
@@ -228,7 +228,7 @@ def test_replacing_with_fewer_episodes_needs_overwrite(stored, tmp_path):
             write_episodes(path, fewer)
         assert path.read_bytes() == before
     refused = pytest.raises(DatasetError, match=r"holds 3 episodes.*overwrite=True")
-    with refused, EpisodeWriter(path) as writer:
+    with refused, DatasetWriter(path) as writer:
         writer.write(episodes[0])
     assert path.read_bytes() == before and _temp_files(tmp_path) == []
     write_episodes(path, episodes[::-1])  # as many: replaced without the flag
@@ -242,7 +242,7 @@ def test_writer_refuses_directories_and_foreign_files_before_writing(tmp_path):
     folder.mkdir()
     for overwrite in (False, True):
         with pytest.raises(DatasetError, match=r"folder\.hdf5: is a directory"):
-            EpisodeWriter(folder, overwrite=overwrite).__enter__()
+            DatasetWriter(folder, overwrite=overwrite).__enter__()
     assert list(folder.iterdir()) == []
     foreign = tmp_path / "notes.hdf5"
     foreign.write_bytes(b"my notes")
@@ -267,7 +267,7 @@ def test_any_failure_while_writing_leaves_no_temp_file(stored, tmp_path, monkeyp
     class Boom(Exception):
         pass
 
-    with pytest.raises(Boom), EpisodeWriter(path) as writer:
+    with pytest.raises(Boom), DatasetWriter(path) as writer:
         writer.write(episodes[0])
         raise Boom
     assert path.read_bytes() == before and _temp_files(tmp_path) == []

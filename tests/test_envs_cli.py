@@ -11,7 +11,7 @@ from PIL import Image
 from deploy.command import main
 from robofume.config import load_config
 from robofume.envs import ScriptedExpert, make_env
-from robofume.envs.rollout import load_policy, run_episodes, save_strip
+from robofume.envs.rollout import policy_from_spec, run_episodes, save_strip
 from robofume.envs.tasks import TASKS
 
 
@@ -75,10 +75,10 @@ def test_load_policy_and_run_episodes():
     cfg = load_config("smoke")
     env = make_env(cfg.env, task="bench_forward", seed=0)
     try:
-        policy = load_policy("expert", cfg, env=env, noise=0.0)
+        policy = policy_from_spec("expert", cfg, env=env, noise=0.0)
         assert isinstance(policy, ScriptedExpert) and policy.noise == 0.0
         with pytest.raises(ValueError, match="'random' is not a known policy"):
-            load_policy("random", cfg, env=env)
+            policy_from_spec("random", cfg, env=env)
         results = run_episodes(env, policy, "bench_forward", 2, 40, seed=5, keep_frames="first")
         assert [r.seed for r in results] == [5, 6]
         assert all(r.success and r.first_success_step == r.steps for r in results)

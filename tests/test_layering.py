@@ -59,7 +59,7 @@ def test_the_run_directory_layout_is_defined_once():
     joins = re.compile(r"run_dir\)?\s*/\s*[\"']|\broot\s*/\s*[\"'](tb|status|spill|replay|auth)")
     found = [
         str(path.relative_to(ROOT))
-        for package in PROCESSES + ("robofume",)
+        for package in (*PROCESSES, "robofume")
         for path in sorted((ROOT / package).rglob("*.py"))
         if path.name != "run_dir.py" and joins.search(path.read_text())
     ]

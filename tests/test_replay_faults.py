@@ -8,7 +8,7 @@ import portpicker
 import pytest
 from replay_support import coded_episode, replay_config, start_server_process, stop_process
 
-from replay.server import list_checkpoints
+from replay.server import list_replay_checkpoints
 from robofume.auth import deployment_secret
 from robofume.replay_client.errors import ReplayUnavailableError
 from robofume.replay_client.info import stats_at
@@ -66,7 +66,7 @@ def test_server_kill_and_restart(tmp_path):
     finally:
         if sampler is not None:
             sampler.close()
-        before = {p.name for p in list_checkpoints(run_dir / "replay")}
+        before = {p.name for p in list_replay_checkpoints(run_dir / "replay")}
         stop_process(proc)  # SIGTERM: the server checkpoints on the way out
-    after = {p.name for p in list_checkpoints(run_dir / "replay")}
+    after = {p.name for p in list_replay_checkpoints(run_dir / "replay")}
     assert after and after != before

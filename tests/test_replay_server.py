@@ -7,7 +7,7 @@ import pytest
 import torch
 from replay_support import coded_episode, replay_config
 
-from replay.server import list_checkpoints, start_replay_server
+from replay.server import list_replay_checkpoints, start_replay_server
 from robofume.auth import deployment_secret
 from robofume.replay_client.errors import (
     EpisodeRejectedError,
@@ -178,7 +178,7 @@ def test_checkpoint_restore(cfg, tmp_path):
         )
         for _ in range(3):
             srv.checkpoint()
-        assert len(list_checkpoints(ckpt_dir)) == 1  # Reverb keeps the newest only
+        assert len(list_replay_checkpoints(ckpt_dir)) == 1  # Reverb keeps the newest only
         port = srv.port
     finally:
         srv.stop(checkpoint=False)

@@ -12,13 +12,13 @@ import importlib
 from typing import Any
 
 from robofume.data.errors import DatasetError
-from robofume.data.hdf5 import EpisodeFile, EpisodeWriter, read_episodes, write_episodes
+from robofume.data.hdf5 import DatasetWriter, EpisodeFile, read_episodes, write_episodes
 from robofume.data.returns import mc_returns, with_mc_returns
 
 __all__ = [
     "DatasetError",
+    "DatasetWriter",
     "EpisodeFile",
-    "EpisodeWriter",
     "dataset_exists",
     "ensure_dataset",
     "generate_dataset",

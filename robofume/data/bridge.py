@@ -38,7 +38,7 @@ import numpy as np
 
 from robofume.data.bridge_raw import RawTrajectory, first_language
 from robofume.data.errors import DatasetError
-from robofume.data.hdf5 import EpisodeWriter, check_target
+from robofume.data.hdf5 import DatasetWriter, check_target
 from robofume.logs import progress
 from robofume.types import Episode
 
@@ -351,7 +351,7 @@ def import_bridge(
     }
     tasks: set[str] = set()
     attrs = {"source": "bridge_v2", "bridge_format": fmt, "mapping": mapping.__dict__}
-    with EpisodeWriter(out, attrs=attrs, overwrite=overwrite) as writer:
+    with DatasetWriter(out, attrs=attrs, overwrite=overwrite) as writer:
         for raw in progress(iter_raw(src, fmt), desc=f"import bridge ({fmt})", unit="traj"):
             if limit is not None and stats["episodes"] >= limit:
                 break

@@ -35,7 +35,7 @@ import numpy as np
 from robofume.config import ExperimentConfig
 from robofume.config.base import to_dict
 from robofume.data import rollouts
-from robofume.data.hdf5 import EpisodeWriter
+from robofume.data.hdf5 import DatasetWriter
 from robofume.logs import progress
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def generate_dataset(cfg: ExperimentConfig, out_dir: str | Path | None = None) -
         # generation owns these files: a run with smaller counts legitimately replaces them
         writers = {
             k: stack.enter_context(
-                EpisodeWriter(out / f"{k}.hdf5", {**attrs, "contents": k}, overwrite=True)
+                DatasetWriter(out / f"{k}.hdf5", {**attrs, "contents": k}, overwrite=True)
             )
             for k in counts
         }

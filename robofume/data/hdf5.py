@@ -114,10 +114,10 @@ def check_target(path: str | Path, overwrite: bool = False) -> int | None:
         ) from None
 
 
-class EpisodeWriter:
+class DatasetWriter:
     """Streams episodes into a new HDF5 file (use as a context manager).
 
-    ``with EpisodeWriter(path, attrs={"source": "sim"}) as w: w.write(episode)``. The file
+    ``with DatasetWriter(path, attrs={"source": "sim"}) as w: w.write(episode)``. The file
     appears under ``path`` only when the block ends without an exception; otherwise nothing
     is left behind and an existing file at ``path`` is untouched.
 
@@ -150,7 +150,7 @@ class EpisodeWriter:
         self._tasks: list[str] = []
         self._kinds: dict[str, int] = {}
 
-    def __enter__(self) -> EpisodeWriter:
+    def __enter__(self) -> DatasetWriter:
         check_target(self.path, self.overwrite)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +165,7 @@ class EpisodeWriter:
     def write(self, episode: Episode) -> int:
         """Append one episode; returns its index. Raises DatasetError if it is inconsistent."""
         if self._file is None:
-            raise RuntimeError("EpisodeWriter.write() outside its `with` block")
+            raise RuntimeError("DatasetWriter.write() outside its `with` block")
         name = f"demo_{self._count}"
         check_episode_arrays(episode, str(self.path), name)
         shape = tuple(episode.images.shape[1:])
@@ -272,9 +272,9 @@ def write_episodes(
     """Write episodes to an HDF5 file atomically.
 
     An existing episode file is replaced only by one with at least as many episodes unless
-    ``overwrite`` (see :class:`EpisodeWriter`).
+    ``overwrite`` (see :class:`DatasetWriter`).
     """
-    with EpisodeWriter(path, attrs=attrs, compression=compression, overwrite=overwrite) as writer:
+    with DatasetWriter(path, attrs=attrs, compression=compression, overwrite=overwrite) as writer:
         for episode in episodes:
             writer.write(episode)
     return Path(path)

@@ -76,7 +76,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
     from robofume.cli import config_from_args
     from robofume.envs import make_env
-    from robofume.envs.rollout import load_policy, run_episodes, save_strip, summarize
+    from robofume.envs.rollout import policy_from_spec, run_episodes, save_strip, summarize
     from robofume.envs.tasks import get_task
 
     cfg = config_from_args(args)
@@ -93,7 +93,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     env = make_env(cfg.env, task=task.name, seed=seed)
     try:
         try:
-            policy = load_policy(args.policy, cfg, env=env, noise=args.noise, seed=seed)
+            policy = policy_from_spec(args.policy, cfg, env=env, noise=args.noise, seed=seed)
         except ValueError as err:
             log.error("%s", err)
             return 2

@@ -2,7 +2,7 @@
 
 ``run_episodes(env, policy_fn, task, n, max_steps)`` is the one loop every evaluation uses.
 ``policy_fn(obs, task_name) -> action``; if it has a ``reset()`` method that is called at the
-start of every episode. ``load_policy(spec, cfg, env=...)`` turns a ``--policy`` argument into
+start of every episode. ``policy_from_spec(spec, cfg, env=...)`` turns a ``--policy`` argument into
 such a callable.
 """
 
@@ -140,7 +140,7 @@ def save_strip(
     return path
 
 
-def load_policy(
+def policy_from_spec(
     spec: str,
     cfg: ExperimentConfig,
     *,
@@ -155,7 +155,9 @@ def load_policy(
     """
     if spec == "expert":
         if env is None:
-            raise ValueError("the expert policy needs the environment (load_policy(..., env=env))")
+            raise ValueError(
+                "the expert policy needs the environment (policy_from_spec(..., env=env))"
+            )
         from robofume.envs.expert import ScriptedExpert
 
         return ScriptedExpert(
