@@ -1,7 +1,7 @@
 """The reward backends behind one factory: a fresh model of ``reward.backend``, or a fine-tuned
 one from its checkpoint. ``reward_server.model`` holds what every backend shares (the
-:class:`RewardModel` interface, the checkpoint format); each backend lives in its own module
-(``embedded``: the ``embedded`` and ``cnn`` backends; ``vlm``).
+:class:`RewardModel` interface, the checkpoint format); each backend is one class in its own module
+(``embedded``, ``cnn``, ``vlm``; the first two share the fusion head of ``fusion``).
 """
 
 from __future__ import annotations
@@ -19,10 +19,14 @@ log = logging.getLogger(__name__)
 
 def make_reward_model(cfg: RewardConfig, device: str = "auto") -> RewardModel:
     """A fresh (not fine-tuned) model of ``cfg.backend``."""
-    if cfg.backend in ("embedded", "cnn"):
+    if cfg.backend == "embedded":
         from reward_server.embedded import EmbeddedRewardModel
 
         return EmbeddedRewardModel(cfg, device)
+    if cfg.backend == "cnn":
+        from reward_server.cnn import CNNRewardModel
+
+        return CNNRewardModel(cfg, device)
     if cfg.backend == "vlm":
         from reward_server.vlm import VLMRewardModel
 

@@ -1,7 +1,7 @@
 """The reward model interface, checkpoints and the factory over backends.
 
 ``RewardModel.score(images, questions) -> P(yes)`` is all the server, the fine-tuning and the
-evaluation code rely on. Backends (``reward_server.embedded``, ``reward_server.vlm``) add the
+evaluation code rely on. Backends (``reward_server.embedded``, ``.cnn``, ``.vlm``) add the
 training hooks :meth:`RewardModel.trainable_parameters`, :meth:`RewardModel.prepare_training`
 and :meth:`RewardModel.train_logits`.
 
