@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from robofume.config.actor import ActorConfig
 from robofume.config.agent import LearnerConfig, NetworkConfig
 from robofume.config.base import (
     ConfigError,
@@ -24,7 +25,7 @@ from robofume.config.base import (
 from robofume.config.data import DataConfig
 from robofume.config.deploy import DeployConfig
 from robofume.config.env import EnvConfig, SceneVariation
-from robofume.config.online import ActorConfig, ReplayConfig
+from robofume.config.replay import ReplayConfig
 from robofume.config.reward import RewardConfig
 
 __all__ = [
