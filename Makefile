@@ -8,7 +8,7 @@ PRESET  ?= sim-cpu
 ARGS    ?=
 STAMP   := $(VENV)/.installed
 
-.PHONY: help install system-deps protos test test-all lint format bench up down status actor clean
+.PHONY: help install system-deps protos test test-all test-gpu test-robot lint format bench up down status actor clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,6 +31,12 @@ test: install  ## run the test suite (fast; excludes slow/gpu/robot markers)
 
 test-all: install  ## run every test, including the slow ones
 	@$(VENV)/bin/pytest -m "not gpu and not robot" $(ARGS)
+
+test-gpu: install  ## the tests that need a CUDA GPU (fail without one)
+	@$(VENV)/bin/pytest -m gpu $(ARGS)
+
+test-robot: install  ## the tests on the real WidowX (robot PC, arm powered and homed)
+	@$(VENV)/bin/pytest -m robot $(ARGS)
 
 lint: install  ## ruff lint and format check
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

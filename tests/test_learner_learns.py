@@ -57,3 +57,23 @@ def test_calql_bc_on_state_solves_the_vase_task(trained):
     evaluation = evaluate_policy(cfg, policy, ["vase_forward"], episodes=10)
     rate = evaluation.success_rate("vase_forward")
     assert rate >= 0.8, f"vase_forward success {rate:.2f} after 3000 updates on state"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~15 min on an idle 2-core machine
+def test_calql_bc_on_state_solves_every_forward_target_task(tmp_path):
+    """The sim-state preset as shipped, 5k updates: >= 90% on each forward target task."""
+    from learner.evaluate import evaluate_policy
+    from learner.pretrain import pretrain
+    from robofume.data import generate_dataset
+    from robofume.envs.tasks import target_task_names
+    from robofume.policy import load_policy
+
+    cfg = load_config("sim-state", overrides={"learner": {"steps": 5000, "eval_every": 0}})
+    generate_dataset(cfg, tmp_path / "data")
+    result = pretrain(cfg, tmp_path / "data", tmp_path / "run")
+    policy = load_policy(result.checkpoint)
+    forward = [t for t in target_task_names() if t.endswith("_forward")]
+    evaluation = evaluate_policy(cfg, policy, forward, episodes=20)
+    rates = {task: evaluation.success_rate(task) for task in forward}
+    assert min(rates.values()) >= 0.9, rates
