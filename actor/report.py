@@ -118,7 +118,7 @@ class Reporter:
 
     def report(self) -> dict[str, Any]:
         snap = self.snapshot()
-        step = int(snap.get("steps", 0))
+        step = int(snap.get("env_steps", snap.get("steps", 0)))  # continues across restarts
         writer = self._tb()
         camera = None
         while True:

@@ -30,7 +30,7 @@ from actor.weights import ActingPolicy, WeightsPuller, WeightsSource
 from robofume.auth import deployment_secret
 from robofume.config import ExperimentConfig
 from robofume.run_dir import RunDir
-from robofume.status import window_rate
+from robofume.status import read_statuses, window_rate
 from robofume.threads import size_threads
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,17 @@ def make_actor_env(cfg: ExperimentConfig, seed: int) -> Any:
     from robofume.envs import make_env
 
     return make_env(cfg.env, task=cfg.actor.forward_task, seed=seed)
+
+
+def steps_before_restart(cfg: ExperimentConfig, name: str) -> int:
+    """Environment steps this actor took earlier in the same `up` session (its last heartbeat),
+    so a restarted actor continues its step counter and its TensorBoard axis."""
+    if not cfg.deploy.session:
+        return 0
+    earlier = read_statuses(cfg.deploy.run_dir).get(name, {})
+    if earlier.get("session") != cfg.deploy.session:
+        return 0
+    return int(earlier.get("env_steps", 0))
 
 
 def tick_rate(cfg: ExperimentConfig) -> float:
@@ -171,6 +182,8 @@ def run_actor(
         marker_poll_s=a.marker_poll_s,
     )
     actor.next_seq, actor.next_step_id = delivery.recover()
+    earlier = steps_before_restart(cfg, name)
+    actor.next_step_id = max(actor.next_step_id, earlier)
     loop = ResetFreeLoop(cfg, env, actor, delivery, commands, scheduler)
     if on_loop is not None:
         on_loop(loop)
@@ -182,6 +195,8 @@ def run_actor(
         snap = loop.snapshot()
         lags = list(tracker.lags) if tracker is not None else []
         snap.update(
+            session=cfg.deploy.session,
+            env_steps=earlier + loop.steps,
             actor_id=actor_id,
             config_hash=cfg.hash,
             policy_version=int(policy.version),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
@@ -66,10 +67,16 @@ def _up(args: argparse.Namespace) -> int:
     from robofume.auth import deployment_secret
 
     cfg = _config(args)
+    state = load_state(cfg)
+    session = cfg.deploy.session or (
+        state.get("session") if process_alive(state.get("runner_pid")) else None
+    )  # joining a running `up` keeps its session; a new `up` starts one
+    session = session or time.strftime("%Y%m%d-%H%M%S")
+    cfg = cfg.replace(deploy=dataclasses.replace(cfg.deploy, session=session))
+    state["session"] = session
     paths = RunDir.of(cfg)
     write_resolved_config(cfg)
     deployment_secret(cfg.deploy)  # before any process that signs or checks with it starts
-    state = load_state(cfg)
     started = cluster.start_head(cfg.deploy)
     state["started_head"] = bool(state.get("started_head")) or started
     state.update(
@@ -96,6 +103,7 @@ def _up(args: argparse.Namespace) -> int:
         f"  Ray dashboard  http://127.0.0.1:{cfg.deploy.dashboard_port}  (it asks for a token: "
         f"paste the contents of {token_path(cfg.deploy)})\n"
         f"  run dir        {paths.root}  (logs, checkpoints, status)\n"
+        f"  session        {session}  (TensorBoard runs {paths.tb('<component>')})\n"
         f"  phases         generate, reward, pretrain, online: see status "
         f"(log {paths.logs / 'phases.log'})\n"
         f"  replay         {cfg.deploy.replay_address}\n"

@@ -73,7 +73,7 @@ def start_reward(cfg: ExperimentConfig) -> list[str]:
                 cfg.deploy.tls_cert,
                 cfg.deploy.tls_key,
                 "cuda" if cfg.deploy.reward_gpus > 0 else cfg.reward.device,
-                str(RunDir.of(cfg).root.resolve()),
+                str(RunDir.of(cfg).tb(f"reward_{i}").resolve()),  # the component, not its port
                 allow_insecure_remote=cfg.deploy.allow_insecure_remote,
                 name=f"reward_{i}",
             )

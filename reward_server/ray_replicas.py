@@ -28,7 +28,6 @@ from typing import Any
 from robofume.config import ExperimentConfig
 from robofume.config.base import from_dict, to_dict
 from robofume.config.reward import RewardConfig
-from robofume.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class RewardReplica:
         tls_cert: str = "",
         tls_key: str = "",
         device: str = "auto",
-        run_dir: str = "",
+        tb_dir: str = "",
         allow_insecure_remote: bool = False,
         name: str = "reward",
     ):
@@ -81,11 +80,10 @@ class RewardReplica:
             advertised = ray.util.get_node_ip_address()
         self.address = f"{advertised}:{self.handle.server.port}"
         self.telemetry = None
-        if run_dir:
+        if tb_dir:
             from reward_server.telemetry import ServerTelemetry
 
-            tb_dir = RunDir.at(run_dir).tb(name)  # the component, not its port
-            self.telemetry = ServerTelemetry(self.handle.server, tb_dir)
+            self.telemetry = ServerTelemetry(self.handle.server, Path(tb_dir))
 
     def get_address(self) -> str:
         return self.address

@@ -14,7 +14,7 @@
   online/checkpoints/   the online learner
   replay/               Reverb checkpoints (replay.checkpoint_dir moves them)
   spill/<actor>/        episodes an actor has not delivered yet (actor.spill_dir moves them)
-  tb/<component>/       TensorBoard event files, one folder per component
+  tb/<session>/<component>/  TensorBoard event files: one folder per `up`, one per component
 ```
 """
 
@@ -35,6 +35,9 @@ class RunDir:
     """Reverb checkpoints."""
     spill_root: Path
     """Parent of each actor's spill folder."""
+    session: str = ""
+    """The `up` this process belongs to (``deploy.session``): its TensorBoard runs are
+    ``tb/<session>/<component>``, so each `up` is its own set of runs."""
 
     @classmethod
     def at(cls, root: str | Path) -> RunDir:
@@ -50,6 +53,7 @@ class RunDir:
             base.root,
             Path(cfg.replay.checkpoint_dir) if cfg.replay.checkpoint_dir else base.replay,
             Path(cfg.actor.spill_dir) if cfg.actor.spill_dir else base.spill_root,
+            cfg.deploy.session,
         )
 
     @property
@@ -97,8 +101,13 @@ class RunDir:
         return self.root / "tb"
 
     def tb(self, component: str) -> Path:
-        """One component's TensorBoard folder (``learner``, ``actor_0``, ``reward_0``...)."""
-        return self.tensorboard / component
+        """One component's TensorBoard folder (``learner``, ``actor_0``, ``reward_0``...), in
+        its session's folder when there is one."""
+        return (
+            self.tensorboard / self.session / component
+            if self.session
+            else self.tensorboard / component
+        )
 
     def spill(self, actor: str) -> Path:
         return self.spill_root / actor

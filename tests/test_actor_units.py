@@ -215,3 +215,22 @@ def test_puller_reports_an_unreachable_source_and_recovers():
     source.down = False
     puller.check_once()
     assert puller.reachable and policy.version == 1
+
+
+def test_a_restarted_actor_continues_its_steps_within_its_session(tmp_path):
+    import dataclasses
+
+    from actor.run import steps_before_restart
+    from robofume.config import ExperimentConfig
+    from robofume.status import write_status
+
+    def cfg(session: str) -> ExperimentConfig:
+        base = ExperimentConfig()
+        deploy = dataclasses.replace(base.deploy, run_dir=str(tmp_path), session=session)
+        return base.replace(deploy=deploy)
+
+    assert steps_before_restart(cfg("s1"), "actor_0") == 0  # first start: no heartbeat yet
+    write_status(tmp_path, "actor_0", {"session": "s1", "env_steps": 57, "steps": 7})
+    assert steps_before_restart(cfg("s1"), "actor_0") == 57
+    assert steps_before_restart(cfg("s2"), "actor_0") == 0  # another `up`: a fresh axis
+    assert steps_before_restart(cfg(""), "actor_0") == 0  # started by hand

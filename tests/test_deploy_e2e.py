@@ -247,9 +247,26 @@ def test_transitions_in_replay_carry_rewards_and_mc_returns(cluster):
         server.stop(checkpoint=False)
 
 
+def test_each_up_is_one_session_with_one_run_per_component(cluster):
+    """TensorBoard lists ``tb/<session>/<component>``: runs of another `up` never mix in."""
+    sessions = [p for p in (cluster["run"] / "tb").iterdir() if p.is_dir()]
+    assert len(sessions) == 1, sessions
+    session = sessions[0].name
+    assert session in cluster["up"].stdout
+    assert {p.name for p in sessions[0].iterdir()} == {"phases", "reward_0", "learner", "actor_0"}
+    actor = json.loads((cluster["run"] / "status" / "actor_0.json").read_text())
+    assert actor["session"] == session and actor["env_steps"] == actor["steps"] == ACTOR_STEPS
+
+
+def _session_tb(run: Path) -> Path:
+    (session,) = [p for p in (run / "tb").iterdir() if p.is_dir()]
+    return session
+
+
 def test_every_component_wrote_its_tensorboard_tags(cluster):
     run = cluster["run"]
-    learner = _tags(run / "tb" / "learner")
+    tb = _session_tb(run)
+    learner = _tags(tb / "learner")
     assert {
         tags.CRITIC_LOSS,
         tags.ACTOR_LOSS,
@@ -260,7 +277,7 @@ def test_every_component_wrote_its_tensorboard_tags(cluster):
         tags.HEADLINE_UTD_TARGET,
         tags.REPLAY_SIZE,
     } <= learner
-    actor = _tags(run / "tb" / "actor_0")
+    actor = _tags(tb / "actor_0")
     assert {
         tags.EPISODE_LENGTH,
         tags.ACTOR_STEPS_PER_SEC,
@@ -274,6 +291,6 @@ def test_every_component_wrote_its_tensorboard_tags(cluster):
     assert tags.ACTOR_CAMERA in actor
     assert any(t.startswith(tags.ACTOR_EPISODE_STRIP) for t in actor)
     assert any(t.startswith(tags.REWARD_FALSE_POSITIVE_RATE) for t in actor)
-    reward = _tags(run / "tb" / "reward_0")  # the replica's own serving metrics
+    reward = _tags(tb / "reward_0")  # the replica's own serving metrics
     assert {tags.REWARD_LATENCY_MS, tags.REWARD_BATCH_SIZE} <= reward
-    assert set(tags.PHASE_PROGRESS.values()) <= _tags(run / "tb" / "phases")
+    assert set(tags.PHASE_PROGRESS.values()) <= _tags(tb / "phases")

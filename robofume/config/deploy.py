@@ -11,6 +11,10 @@ class DeployConfig:
 
     run_dir: str = "runs/sim"
     """Root of logs, checkpoints, TensorBoard and replay checkpoints of this run."""
+    session: str = ""
+    """Set by `up` (its start time, ``YYYYmmdd-HHMMSS``): names this `up`'s TensorBoard runs
+    (``tb/<session>/<component>``) and lets a restarted actor continue its step counter.
+    Empty: no session (a process started by hand)."""
     start_timeout_s: float = 300.0
     """How long a service may take to come up (replay listening) before starting fails; a
     loaded 2-core machine needs minutes to import TensorFlow and Reverb in a fresh worker."""
