@@ -145,7 +145,9 @@ def pretrain(
     if learner.num_updates >= steps:
         log.info("already at update %d >= %d: nothing to do", learner.num_updates, steps)
         return result
-    writer = _Writer(out / "tb", learner.num_updates)
+    # inside an `up` session its run sits beside the other components'; by hand, in ``out``
+    tb_dir = RunDir.of(cfg).tb("pretrain") if cfg.deploy.session else out / "tb"
+    writer = _Writer(tb_dir, learner.num_updates)
     bar = progress(total=steps, initial=learner.num_updates, desc=f"pretrain {lc.algorithm}")
     tick, tick_step = time.perf_counter(), learner.num_updates
     try:

@@ -33,6 +33,11 @@ def _clean_errors(fn: Callable[[argparse.Namespace], int]) -> Callable:
     return wrapper
 
 
+def _finetune_tb(cfg, out: Path) -> Path:
+    """Inside an `up` session, the session's ``reward_finetune`` run; by hand, ``out``."""
+    return RunDir.of(cfg).tb("reward_finetune") if cfg.deploy.session else out / "tensorboard"
+
+
 def default_checkpoint(cfg) -> Path:
     """``reward.checkpoint``, else ``<run_dir>/reward``."""
     return Path(cfg.reward.checkpoint) if cfg.reward.checkpoint else RunDir.of(cfg).reward
@@ -52,7 +57,7 @@ def _finetune(args: argparse.Namespace) -> int:
         out,
         steps=args.steps,
         device=args.device or cfg.reward.device,
-        tb_dir=None if args.no_tensorboard else out / "tensorboard",
+        tb_dir=None if args.no_tensorboard else _finetune_tb(cfg, out),
     )
     summary = {
         "checkpoint": str(result.checkpoint),

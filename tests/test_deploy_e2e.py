@@ -253,7 +253,10 @@ def test_each_up_is_one_session_with_one_run_per_component(cluster):
     assert len(sessions) == 1, sessions
     session = sessions[0].name
     assert session in cluster["up"].stdout
-    assert {p.name for p in sessions[0].iterdir()} == {"phases", "reward_0", "learner", "actor_0"}
+    runs = {p.name for p in sessions[0].iterdir()}
+    assert runs == {"phases", "reward_finetune", "pretrain", "reward_0", "learner", "actor_0"}
+    assert not list((cluster["run"] / "pretrain").glob("**/events.out.tfevents.*"))
+    assert not list((cluster["run"] / "reward").glob("**/events.out.tfevents.*"))
     actor = json.loads((cluster["run"] / "status" / "actor_0.json").read_text())
     assert actor["session"] == session and actor["env_steps"] == actor["steps"] == ACTOR_STEPS
 
