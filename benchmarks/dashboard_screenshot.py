@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", default="http://127.0.0.1:6006", help="TensorBoard's address")
     p.add_argument("--filter", default=HEADLINE_FILTER, help="tag filter (a regex)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/dashboard_headline.png"))
-    p.add_argument("--size", default="1600,1300", help="window width,height in pixels")
-    p.add_argument("--wait-ms", type=int, default=20000, help="time the page gets to render")
+    p.add_argument("--size", default="1500,2000", help="window width,height in pixels")
+    p.add_argument("--wait-ms", type=int, default=30000, help="time the page gets to render")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(message)s")
 

@@ -34,6 +34,13 @@ def run_learner(cfg: ExperimentConfig, stop_event: threading.Event) -> Any:
     return run_online_learner(cfg, stop_event=stop_event)
 
 
+def run_evaluator(cfg: ExperimentConfig, stop_event: threading.Event) -> Any:
+    """Ground-truth evaluations of the newest policy during online fine-tuning (simulation)."""
+    from deploy.evaluator import run_evaluator as evaluate
+
+    return evaluate(cfg, stop_event)
+
+
 def run_sim_actor(cfg: ExperimentConfig, stop_event: threading.Event, actor_id: int = 0) -> Any:
     """One simulated robot running the reset-free loop."""
     from actor.run import run_actor

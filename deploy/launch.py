@@ -117,6 +117,17 @@ def start_actors(cfg: ExperimentConfig) -> list[Any]:
     return handles
 
 
+def start_evaluator(cfg: ExperimentConfig) -> Any | None:
+    """The online evaluator, in simulation when ``deploy.evaluator_every_s`` > 0."""
+    if cfg.env.kind != "sim" or cfg.deploy.evaluator_every_s <= 0:
+        return None
+    handle = services.launch("evaluator", "deploy.entry:run_evaluator", config_dict(cfg))
+    _check_alive(handle, "evaluator")
+    log.info("evaluator: every %.0f s, %d episode(s) per forward task",
+             cfg.deploy.evaluator_every_s, cfg.deploy.evaluator_episodes)  # fmt: skip
+    return handle
+
+
 def service_names(cfg: ExperimentConfig, state: dict) -> list[str]:
     """Stop order: actors first (they flush episodes into replay), replay last."""
     actors = [f"actor_{i}" for i in range(max(cfg.deploy.num_actors, state.get("num_actors", 0)))]
@@ -124,7 +135,7 @@ def service_names(cfg: ExperimentConfig, state: dict) -> list[str]:
         f"reward_{i}"
         for i in range(max(cfg.deploy.num_reward_replicas, state.get("num_reward_replicas", 0)))
     ]
-    return [*actors, "learner", *reward, "replay"]
+    return [*actors, "evaluator", "learner", *reward, "replay"]
 
 
 def stop_services(names: list[str], timeout_s: float = 60.0) -> list[str]:

@@ -167,6 +167,7 @@ def start_online(cfg: ExperimentConfig, board: PhaseBoard) -> None:
     launch.start_reward(cfg)
     launch.start_learner(cfg)
     launch.start_actors(cfg)
+    launch.start_evaluator(cfg)
     total = cfg.deploy.num_actors * cfg.actor.total_steps or None
     board.update("online", state="running", total=total, desc="actor steps")
 

@@ -21,6 +21,10 @@ HEADLINE_POLICY_LAG = "Headline/policy_lag"
 HEADLINE_UTD = "Headline/utd_effective"
 """Updates per environment step the learner achieved (``Headline/utd_target`` beside it)."""
 HEADLINE_UTD_TARGET = "Headline/utd_target"
+EVAL_TRUE_SUCCESS = "Headline/eval_true_success"
+"""Ground-truth success of the newest policy on the fixed evaluation seeds (deterministic), per
+forward task, during online fine-tuning (the online evaluator)."""
+EVAL_TRUE_SUCCESS_ALL_FORWARD = "Headline/eval_true_success/all_forward_tasks"
 EPISODE_RETURN = "episodes/return"
 EPISODE_LENGTH = "episodes/length"
 
@@ -90,6 +94,8 @@ REWARD_TRAIN_LOSS = "reward/train_loss"
 EVAL_SUCCESS_RATE = "eval/success_rate"
 EVAL_EPISODES = "eval/episodes"
 EVAL_PANEL = "eval/panel"
+EVAL_POLICY_VERSION = "eval/policy_version"
+"""The learner update the online evaluator evaluated."""
 EVAL_EPISODE_LENGTH = "eval/episode_length"
 
 

@@ -254,7 +254,9 @@ def test_each_up_is_one_session_with_one_run_per_component(cluster):
     session = sessions[0].name
     assert session in cluster["up"].stdout
     runs = {p.name for p in sessions[0].iterdir()}
-    assert runs == {"phases", "reward_finetune", "pretrain", "reward_0", "learner", "actor_0"}
+    assert runs == {
+        "phases", "reward_finetune", "pretrain", "reward_0", "learner", "actor_0", "evaluator"
+    }  # fmt: skip
     assert not list((cluster["run"] / "pretrain").glob("**/events.out.tfevents.*"))
     assert not list((cluster["run"] / "reward").glob("**/events.out.tfevents.*"))
     actor = json.loads((cluster["run"] / "status" / "actor_0.json").read_text())
@@ -297,3 +299,12 @@ def test_every_component_wrote_its_tensorboard_tags(cluster):
     reward = _tags(tb / "reward_0")  # the replica's own serving metrics
     assert {tags.REWARD_LATENCY_MS, tags.REWARD_BATCH_SIZE} <= reward
     assert set(tags.PHASE_PROGRESS.values()) <= _tags(tb / "phases")
+    evaluator = _tags(tb / "evaluator")  # ground truth on the evaluation seeds, while it learns
+    assert {
+        tags.per_task(tags.EVAL_TRUE_SUCCESS, "vase_forward"),
+        tags.EVAL_TRUE_SUCCESS_ALL_FORWARD,
+        tags.EVAL_POLICY_VERSION,
+        tags.EVAL_PANEL,
+    } <= evaluator
+    heartbeat = json.loads((run / "status" / "evaluator.json").read_text())
+    assert heartbeat["evaluations"] >= 1 and heartbeat["last"]["policy_version"] >= 20

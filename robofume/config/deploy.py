@@ -57,6 +57,12 @@ class DeployConfig:
     """Reward server replicas."""
     num_actors: int = 1
     """Simulated actors (robot mode: 0; the robot PC runs its own)."""
+    evaluator_every_s: float = 300.0
+    """In simulation, evaluate the newest policy on the fixed evaluation seeds this often during
+    online fine-tuning (deploy/evaluator.py; ground truth, on the dashboard's headline). 0: no
+    evaluator."""
+    evaluator_episodes: int = 5
+    """Episodes per forward target task in each online evaluation."""
     reward_gpus: float = 0.0
     """GPUs per reward replica."""
     learner_gpus: float = 0.0
