@@ -162,8 +162,8 @@ def finetune_data(
     )
     if writer is not None:
         for key, tag in (
-            ("false_positive_rate", tags.REWARD_FALSE_POSITIVE_RATE),
-            ("false_negative_rate", tags.REWARD_FALSE_NEGATIVE_RATE),
+            ("false_positive_rate", tags.HELD_OUT_FALSE_POSITIVE_RATE),
+            ("false_negative_rate", tags.HELD_OUT_FALSE_NEGATIVE_RATE),
             ("accuracy", tags.REWARD_ACCURACY),
             ("precision", tags.REWARD_PRECISION),
         ):

@@ -82,13 +82,17 @@ LEARNER_STATE = "learner/state"
 # reward model / server
 REWARD_LATENCY_MS = "reward/latency_ms"
 REWARD_BATCH_SIZE = "reward/batch_size"
-REWARD_FALSE_POSITIVE_RATE = "reward/false_positive_rate"
-REWARD_FALSE_NEGATIVE_RATE = "reward/false_negative_rate"
+REWARD_FALSE_POSITIVE_RATE = "reward/online_false_positive_rate"
+"""Per frame, the actor's labels against the simulator's ground truth (online)."""
+REWARD_FALSE_NEGATIVE_RATE = "reward/online_false_negative_rate"
 REWARD_FALSE_SUCCESS_EPISODES = "reward/false_success_episode_fraction"
 """Online episodes that ended on a predicted success the simulator does not confirm."""
-REWARD_ACCURACY = "reward/accuracy"
-REWARD_PRECISION = "reward/precision"
-REWARD_TRAIN_LOSS = "reward/train_loss"
+# the reward model's fine-tuning, on its held-out episodes (not the online rates above)
+REWARD_TRAIN_LOSS = "reward_finetune/train_loss"
+HELD_OUT_FALSE_POSITIVE_RATE = "reward_finetune/held_out_false_positive_rate"
+HELD_OUT_FALSE_NEGATIVE_RATE = "reward_finetune/held_out_false_negative_rate"
+REWARD_ACCURACY = "reward_finetune/held_out_accuracy"
+REWARD_PRECISION = "reward_finetune/held_out_precision"
 
 # evaluation
 EVAL_SUCCESS_RATE = "eval/success_rate"

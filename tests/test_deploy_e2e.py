@@ -299,6 +299,9 @@ def test_every_component_wrote_its_tensorboard_tags(cluster):
     reward = _tags(tb / "reward_0")  # the replica's own serving metrics
     assert {tags.REWARD_LATENCY_MS, tags.REWARD_BATCH_SIZE} <= reward
     assert set(tags.PHASE_PROGRESS.values()) <= _tags(tb / "phases")
+    finetune = _tags(tb / "reward_finetune")  # held-out rates, never in the online charts
+    assert {tags.HELD_OUT_FALSE_POSITIVE_RATE, tags.REWARD_TRAIN_LOSS} <= finetune
+    assert tags.REWARD_FALSE_POSITIVE_RATE not in finetune
     evaluator = _tags(tb / "evaluator")  # ground truth on the evaluation seeds, while it learns
     assert {
         tags.per_task(tags.EVAL_TRUE_SUCCESS, "vase_forward"),
