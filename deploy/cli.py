@@ -147,26 +147,24 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from deploy import cluster, launch
+    """Heartbeat files and probes of the servers; it never joins the Ray cluster (no job)."""
+    from deploy import cluster
     from deploy.status import collect, format_report
-    from deploy.up import load_state
 
     cfg = _config(args)
     report = collect(cfg, live=not args.no_probe)
-    state = load_state(cfg)
     report["ray"] = {
         "head": cluster.head_address(cfg.deploy),
         "running": cluster.head_running(cfg.deploy),
     }
-    if report["ray"]["running"] and state and not args.no_probe:
-        cluster.connect(cfg.deploy)
-        report["services"] = launch.service_states(launch.service_names(cfg, state))
     if args.json:
         print(json.dumps(report, indent=1, default=str))
     else:
         print(format_report(report))
         for name, st in sorted(report.get("services", {}).items()):
-            alive = st.get("state") or ("running" if st.get("alive") else "DEAD")
+            state = st.get("state", "?")
+            if not st.get("alive"):
+                state += f" (no heartbeat for {st.get('age_s', '?')} s: its process is gone)"
             err = f"  error: {st['error'].strip().splitlines()[-1]}" if st.get("error") else ""
-            print(f"service  {name:<10} {alive}{err}")
+            print(f"service  {name:<10} {state}{err}")
     return 0

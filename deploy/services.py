@@ -9,6 +9,7 @@ newest checkpoint and the replay server from its newest Reverb checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -19,7 +20,11 @@ from typing import Any
 
 import ray
 
+from deploy.status import SERVICE_BEAT_PREFIX
+
 log = logging.getLogger(__name__)
+
+BEAT_S = 5.0
 
 
 @ray.remote(max_restarts=3, max_task_retries=0)
@@ -60,6 +65,18 @@ class ComponentService:
         self.fn = getattr(importlib.import_module(module_name), fn_name)
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
+        threading.Thread(target=self._beat, name=f"{name}-beat", daemon=True).start()
+
+    def _beat(self) -> None:
+        """``status/service_<name>.json`` every :data:`BEAT_S`: `robofume status` reads the
+        services' states from these files and never joins the cluster as a Ray job."""
+        from robofume.status import write_status
+
+        while True:
+            with contextlib.suppress(OSError):
+                write_status(self.config.deploy.run_dir, SERVICE_BEAT_PREFIX + self.name,
+                             self.state())  # fmt: skip
+            time.sleep(BEAT_S)
 
     def _run(self) -> None:
         try:

@@ -9,6 +9,8 @@ from robofume.config import ExperimentConfig
 from robofume.status import read_statuses
 
 STALE_S = 30.0
+SERVICE_BEAT_PREFIX = "service_"
+"""Heartbeat files of the Ray-hosted services (``deploy.services``): ``service_<name>``."""
 
 
 def _probe_replay(address: str) -> dict[str, Any]:
@@ -65,6 +67,14 @@ def collect(cfg: ExperimentConfig, live: bool = True) -> dict[str, Any]:
         "replay": {"address": cfg.deploy.replay_address, **(beats.get("replay") or {})},
         "reward": [],
         "phases": beats.get("phases"),
+        "services": {
+            name.removeprefix(SERVICE_BEAT_PREFIX): {
+                **beat,
+                "alive": not beat["stale"],  # its process beats; "state" says the rest
+            }
+            for name, beat in beats.items()
+            if name.startswith(SERVICE_BEAT_PREFIX)
+        },
     }
     if live:
         report["replay"].update(_probe_replay(cfg.deploy.replay_address))
