@@ -165,6 +165,8 @@ def _status(args: argparse.Namespace) -> int:
             state = st.get("state", "?")
             if not st.get("alive"):
                 state += f" (no heartbeat for {st.get('age_s', '?')} s: its process is gone)"
+            if st.get("restarts"):
+                state += f" (restarted {st['restarts']} time(s) by Ray)"
             err = f"  error: {st['error'].strip().splitlines()[-1]}" if st.get("error") else ""
             print(f"service  {name:<10} {state}{err}")
     return 0

@@ -61,11 +61,34 @@ class ComponentService:
         self.error: str | None = None
         self.started = time.time()
         self.result: Any = None
+        self.restarts = self._count_restart()
         module_name, fn_name = target.split(":")
         self.fn = getattr(importlib.import_module(module_name), fn_name)
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
         threading.Thread(target=self._beat, name=f"{name}-beat", daemon=True).start()
+
+    def _count_restart(self) -> int:
+        """Restarts of this service by Ray in this session (0 on a first start); a restart is
+        logged and written to the service's TensorBoard run, so the dashboard shows it."""
+        if not ray.get_runtime_context().was_current_actor_reconstructed:
+            return 0
+        from robofume import metrics as tags
+        from robofume.run_dir import RunDir
+        from robofume.status import read_statuses
+
+        deploy = self.config.deploy
+        earlier = read_statuses(deploy.run_dir).get(SERVICE_BEAT_PREFIX + self.name, {})
+        restarts = int(earlier.get("restarts", 0)) + 1
+        why = (earlier.get("error") or "its process died").strip().splitlines()[-1]
+        log.warning("%s restarted by Ray (restart %d): %s", self.name, restarts, why)
+        with contextlib.suppress(Exception):  # the dashboard note must not stop the service
+            from torch.utils.tensorboard import SummaryWriter
+
+            with SummaryWriter(str(RunDir.of(self.config).tb(self.name))) as tb:
+                tb.add_scalar(tags.SERVICE_RESTARTS, restarts, restarts)
+                tb.add_text(tags.SERVICE_STATE, f"restarted by Ray ({restarts}): {why}", restarts)
+        return restarts
 
     def _beat(self) -> None:
         """``status/service_<name>.json`` every :data:`BEAT_S`: `robofume status` reads the
@@ -96,6 +119,8 @@ class ComponentService:
             "uptime_s": time.time() - self.started,
             "threads": self.threads,
             "niceness": os.nice(0),
+            "restarts": self.restarts,
+            "pid": os.getpid(),
         }
 
     def stop(self, timeout_s: float = 30.0) -> dict[str, Any]:
