@@ -234,3 +234,115 @@ def test_a_restarted_actor_continues_its_steps_within_its_session(tmp_path):
     assert steps_before_restart(cfg("s1"), "actor_0") == 57
     assert steps_before_restart(cfg("s2"), "actor_0") == 0  # another `up`: a fresh axis
     assert steps_before_restart(cfg(""), "actor_0") == 0  # started by hand
+
+
+# --- the reset-free loop, with a scripted environment and ground-truth labels ----------------
+
+
+class ScriptedEnv:
+    """A gym-like scene whose task succeeds at the steps the test names; records every call."""
+
+    def __init__(self, succeed_at: dict[str, set[int]]):
+        self.succeed_at = succeed_at
+        self.task = SimpleNamespace(name="vase_forward", language="put the vase in the bin")
+        self.calls: list[str] = []
+        self.t = 0
+
+    def _obs(self):
+        return {"image": FRAME.copy(), "proprio": np.zeros(4, np.float32)}
+
+    def reset(self, options=None):
+        self.set_task(options["task"])
+        self.calls.append(f"reset:{self.task.name}")
+        return self._obs(), {}
+
+    def set_task(self, name: str) -> None:
+        self.task = SimpleNamespace(name=name, language=name.replace("_", " "))
+        self.t = 0
+
+    def step(self, action):
+        self.t += 1
+        success = self.t in self.succeed_at.get(self.task.name, set())
+        return self._obs(), float(success), False, False, {"success": success}
+
+
+class ListSink:
+    """The delivery queue's side the loop sees: closed segments, in order."""
+
+    def __init__(self):
+        self.segments: list[Segment] = []
+        self.replay_reachable = True
+
+    def put(self, segment: Segment) -> None:
+        self.segments.append(segment)
+
+
+class NoCommands:
+    def __init__(self, script: dict[int, str] | None = None):
+        self.script = script or {}
+        self.tick = 0
+
+    def poll(self):
+        self.tick += 1
+        command = self.script.get(self.tick)
+        return [(command, "test")] if command else []
+
+
+def _loop(env, commands=None, human_reset_every=0, max_episode_steps=5, policy_version=3):
+    import dataclasses
+
+    from actor.loop import Actor, ResetFreeLoop
+    from actor.scheduler import TickScheduler
+    from robofume.config import ExperimentConfig
+
+    base = ExperimentConfig()
+    cfg = base.replace(
+        actor=dataclasses.replace(base.actor, human_reset_every=human_reset_every),
+        env=dataclasses.replace(base.env, max_episode_steps=max_episode_steps),
+    )
+    policy = FakePolicy(version=policy_version)
+    actor = Actor(policy, None, ground_truth_reward=True)
+    sink = ListSink()
+    loop = ResetFreeLoop(cfg, env, actor, sink, commands or NoCommands(), TickScheduler(0))
+    return loop, sink
+
+
+def test_loop_alternates_forward_and_reset_on_success_and_step_limit():
+    env = ScriptedEnv({"vase_forward": {3}, "vase_reset": set()})
+    loop, sink = _loop(env)
+    loop.run(max_steps=12)
+    closed = [(s.task, len(s), s.close_reason) for s in sink.segments]
+    assert closed[:3] == [
+        ("vase_forward", 3, "success"),  # ends at its first success, the scene untouched
+        ("vase_reset", 5, "step_limit"),  # the reset task never succeeds: 5-step limit
+        ("vase_forward", 3, "success"),
+    ]
+    assert env.calls == ["reset:vase_forward"]  # one scene reset, at the start only
+    assert loop.state == "stopped" and loop.steps == 12
+
+
+def test_loop_resets_the_scene_for_a_human_reset_and_an_intervention():
+    env = ScriptedEnv({})
+    loop, sink = _loop(env, NoCommands({4: "intervene"}), human_reset_every=6, max_episode_steps=50)
+    loop.run(max_steps=12)
+    assert loop.interventions == 1 and loop.human_resets >= 1
+    assert env.calls.count("reset:vase_forward") >= 3  # start, intervention, human reset
+    assert [s.close_reason for s in sink.segments][:2] == ["intervention", "human_reset"]
+
+
+def test_loop_holds_without_policy_weights():
+    env = ScriptedEnv({})
+    loop, sink = _loop(env, NoCommands({4: "stop"}), policy_version=-1)
+    states = []
+    loop.tick = _recording(loop.tick, lambda: states.append(loop.state))
+    loop.run(max_steps=100)
+    assert loop.steps == 0 and loop.held_ticks == 3 and sink.segments == []
+    assert "waiting for the learner's first policy weights" in states[2]
+
+
+def _recording(fn, after):
+    def wrapped():
+        fn()
+        after()
+
+    return wrapped
