@@ -75,10 +75,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         cfg = merge(cfg, parse_overrides(list(args.overrides)))
         policy.cfg = cfg
     tasks = args.task or default_eval_tasks(cfg)
-    from robofume.envs.tasks import get_task
+    from robofume.envs.tasks import task_table
 
     for task in tasks:
-        get_task(task)  # KeyError listing the known tasks
+        task_table(cfg).get(task)  # KeyError listing the known tasks
     result = evaluate_policy(
         cfg,
         policy,

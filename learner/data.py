@@ -64,11 +64,11 @@ def _read_dir(data_dir: Path) -> dict[str, list[Episode]]:
 
 def validate_episodes(cfg: ExperimentConfig, episodes: list[Episode], source: str) -> None:
     """Raise DatasetMismatchError naming the first episode that does not fit ``cfg``."""
-    from robofume.envs.tasks import task_names
+    from robofume.envs.tasks import task_table
 
     if not episodes:
         raise DatasetMismatchError(f"{source}: no prior or target episodes to train on")
-    known = set(task_names())
+    known = set(task_table(cfg).names())
     size, adim, pdim = cfg.env.image_size, cfg.env.action_dim, cfg.network.proprio_dim
     for i, ep in enumerate(episodes):
         where = f"{source}: episode {i} (task {ep.task!r}, kind {ep.kind})"

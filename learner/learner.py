@@ -66,9 +66,10 @@ class Learner:
         self.device = torch.device(device) if device is not None else resolve_device(lc.device)
         self.batch_source = batch_source
         if task_table is None:
+            from robofume.envs.tasks import task_table as tasks_of
             from robofume.text import default_task_table
 
-            task_table = default_task_table(cfg.network.text_encoder)
+            task_table = default_task_table(cfg.network.text_encoder, tasks_of(cfg))
         table = torch.as_tensor(np.asarray(task_table), dtype=torch.float32)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(lc.seed)

@@ -53,6 +53,7 @@ from learner.pretrain import METRIC_TAGS, to_floats
 from learner.telemetry import LearnerTelemetry
 from robofume.auth import deployment_secret
 from robofume.config import ConfigError, ExperimentConfig, save_config
+from robofume.envs.tasks import task_table
 from robofume.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ class OnlineLearner:
                 seed=lc.seed + 1000,
                 target_fraction=lc.target_data_fraction,
                 terminal_on_success=lc.terminal_on_success,
+                task_index=task_table(cfg).index,
             )
             if "sampler" in extra:
                 self.buffer.load_state_dict(extra["sampler"])

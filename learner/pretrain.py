@@ -21,6 +21,7 @@ from learner.data import load_pretrain_episodes
 from learner.learner import Learner
 from robofume import metrics as tags
 from robofume.config import ExperimentConfig, save_config
+from robofume.envs.tasks import task_table
 from robofume.logs import progress
 from robofume.run_dir import RunDir
 
@@ -118,6 +119,7 @@ def pretrain(
         seed=lc.seed,
         target_fraction=lc.target_data_fraction,
         terminal_on_success=lc.terminal_on_success,
+        task_index=task_table(cfg).index,
     )
     if cfg.network.normalize_proprio:  # a resumed checkpoint restores the same statistics
         learner.agent.set_proprio_statistics(*buffer.proprio_statistics())

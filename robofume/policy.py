@@ -38,6 +38,10 @@ class InferencePolicy:
         self._lock = threading.Lock()
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(cfg.actor.seed if seed is None else seed)
+        from robofume.envs.tasks import task_table
+
+        self.tasks = task_table(cfg)
+        """Task name -> id, as the learner that trained the weights numbered them."""
 
     def _build(self, table: np.ndarray) -> PolicyModel:
         env, net = self.cfg.env, self.cfg.network
@@ -84,15 +88,13 @@ class InferencePolicy:
         self, obs: Mapping[str, np.ndarray], task_name: str, deterministic: bool = False
     ) -> np.ndarray:
         """Action (A,) float32 in [-1, 1] for one observation and a task name."""
-        from robofume.envs.tasks import task_index
-
         with self._lock:
             model = self.model
         if model is None:
             raise RuntimeError("InferencePolicy.act before load_variables")
         image = torch.as_tensor(np.asarray(obs["image"], np.uint8), device=self.device)[None]
         proprio = torch.as_tensor(np.asarray(obs["proprio"], np.float32), device=self.device)
-        task = torch.tensor([task_index(task_name)], device=self.device)
+        task = torch.tensor([self.tasks.index(task_name)], device=self.device)
         mean, log_std = model.distribution(image, proprio[None], task)
         if deterministic:
             action = torch.tanh(mean)

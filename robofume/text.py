@@ -22,8 +22,12 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from robofume.envs.tasks import TaskTable
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +185,9 @@ def task_embedding_table(
     return table.copy()
 
 
-def default_task_table(spec: str) -> np.ndarray:
-    """The table over the global task order ``robofume.envs.tasks.task_names()``."""
-    from robofume.envs.tasks import get_task, task_names
+def default_task_table(spec: str, tasks: TaskTable | None = None) -> np.ndarray:
+    """Embeddings of every task of ``tasks`` (default: the simulated suite), in its order."""
+    from robofume.envs.tasks import SIM_TASKS
 
-    names = task_names()
-    return task_embedding_table(spec, names, [get_task(n).language for n in names])
+    tasks = tasks or SIM_TASKS
+    return task_embedding_table(spec, tasks.names(), [t.language for t in tasks])

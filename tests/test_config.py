@@ -15,7 +15,7 @@ def test_presets_load_and_differ():
 
 
 @pytest.mark.parametrize("name", ["sim-cpu", "sim-gpu", "smoke", "widowx", "multinode"])
-def test_every_preset_is_valid(name, restore_task_registry):
+def test_every_preset_is_valid(name):
     assert isinstance(load_config(name), ExperimentConfig)
 
 
@@ -69,23 +69,20 @@ def test_parse_overrides_needs_value():
         parse_overrides(["--learner.steps"])
 
 
-@pytest.fixture
-def restore_task_registry():
-    from robofume.envs import tasks
+def test_widowx_preset_builds_a_task_table_with_its_real_tasks():
+    from robofume.envs.tasks import SIM_TASKS, task_names, task_table
 
-    saved = (tasks.TASKS, tasks._BY_NAME, tasks._INDEX)
-    yield
-    tasks.TASKS, tasks._BY_NAME, tasks._INDEX = saved
-
-
-@pytest.mark.parametrize("name", ["widowx"])
-def test_widowx_preset_registers_its_real_tasks(name, restore_task_registry):
-    from robofume.envs.tasks import get_task, task_index, task_names
-
-    cfg = load_config(name)
-    assert cfg.actor.forward_task in task_names() and cfg.actor.reset_task in task_names()
-    fwd = get_task(cfg.actor.forward_task)
+    cfg = load_config("widowx")
+    tasks = task_table(cfg)
+    assert cfg.actor.forward_task in tasks.names() and cfg.actor.reset_task in tasks.names()
+    fwd = tasks.get(cfg.actor.forward_task)
     assert fwd.pair == cfg.actor.reset_task and fwd.kind == "target_forward"
-    assert task_index(cfg.actor.reset_task) > task_index("vase_forward")
-    load_config("widowx")  # idempotent
-    assert task_names().count(cfg.actor.forward_task) == 1
+    assert tasks.index(cfg.actor.reset_task) > tasks.index("vase_forward")
+    assert tasks.names()[: len(SIM_TASKS)] == SIM_TASKS.names()  # simulated ids unchanged
+    assert task_table(load_config("widowx")) == tasks  # every process builds the same table
+    assert cfg.actor.forward_task not in task_names()  # loading a config changed no global
+
+
+def test_a_real_task_may_not_rename_a_simulated_one():
+    with pytest.raises(ConfigError, match="another instruction"):
+        load_config("widowx", overrides={"env": {"widowx": {"languages": {"vase_forward": "x"}}}})

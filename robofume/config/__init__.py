@@ -97,7 +97,7 @@ def load_config(
         data = parse_overrides(overrides) if isinstance(overrides, list) else overrides
         config = merge(config, data, "")
     check_observation(config)
-    register_config_tasks(config)
+    check_tasks(config)
     return config
 
 
@@ -112,14 +112,17 @@ def check_observation(config: ExperimentConfig) -> None:
         )
 
 
-def register_config_tasks(config: ExperimentConfig) -> None:
-    """Tasks the config declares (the real robot's) join the global task order."""
+def check_tasks(config: ExperimentConfig) -> None:
+    """The real robot's tasks (``env.widowx.languages``) must fit the simulated suite: a name it
+    shares must keep its instruction. The task table itself is a value each process builds
+    from the config (``robofume.envs.tasks.task_table``); loading a config changes nothing."""
     if config.env.widowx.languages:
-        from robofume.envs.tasks import register_tasks
+        from robofume.envs.tasks import task_table
 
-        register_tasks(
-            dict(config.env.widowx.languages), config.actor.forward_task, config.actor.reset_task
-        )
+        try:
+            task_table(config)
+        except ValueError as err:
+            raise ConfigError(f"env.widowx.languages: {err}") from None
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:

@@ -1,7 +1,8 @@
 """The simulated task suite: 3 target bin-sorting tasks with their reset tasks, 20 prior tasks.
 
-Order is stable and global: the 6 target tasks first (forward, reset per object), then the 20
-prior tasks. ``task_index(name)`` is the position in that order (used as the task id in batches).
+Order is stable: the 6 target tasks first (forward, reset per object), then the 20 prior
+tasks; a task's id in batches is its position in the :class:`TaskTable`. A config that declares
+real-robot tasks gets them after these (:func:`task_table`), as a value: no global changes.
 
 Target tasks: each target object has its correct bin (vase and dumbbell: left, bench: right).
 The forward task starts with the object in the centre area and ends with it in that bin; the
@@ -12,9 +13,12 @@ other's start states (reset-free).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from robofume.envs.layout import OBJECTS, PLACES
+
+if TYPE_CHECKING:
+    from robofume.config import ExperimentConfig
 
 TaskKind = Literal["target_forward", "target_reset", "prior"]
 
@@ -101,65 +105,118 @@ def _build() -> tuple[Task, ...]:
     return tuple(tasks)
 
 
-TASKS: tuple[Task, ...] = _build()
-"""Every task, in the stable global order (targets first, then priors)."""
+class TaskTable:
+    """An ordered, immutable set of tasks: a task's id is its position (the id in batches).
 
-_BY_NAME: dict[str, Task] = {t.name: t for t in TASKS}
-_INDEX: dict[str, int] = {t.name: i for i, t in enumerate(TASKS)}
+    :data:`SIM_TASKS` holds the simulated suite; :func:`task_table` adds the tasks a config
+    declares for the real robot after them, so every process that loads the same config builds
+    the same table, ids included. Nothing changes a table once built.
+    """
+
+    def __init__(self, tasks: tuple[Task, ...]):
+        self.tasks = tuple(tasks)
+        self._by_name = {t.name: t for t in self.tasks}
+        self._index = {t.name: i for i, t in enumerate(self.tasks)}
+        if len(self._by_name) != len(self.tasks):
+            raise ValueError("task names must be unique")
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TaskTable) and other.tasks == self.tasks
+
+    def __hash__(self) -> int:
+        return hash(self.tasks)
+
+    def names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def target_names(self) -> list[str]:
+        return [t.name for t in self.tasks if t.kind != "prior"]
+
+    def prior_names(self) -> list[str]:
+        return [t.name for t in self.tasks if t.kind == "prior"]
+
+    def get(self, name: str | Task) -> Task:
+        """The task called ``name`` (a Task is returned as is); KeyError lists the known names."""
+        if isinstance(name, Task):
+            return name
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(
+                f"unknown task {name!r}; known tasks: {', '.join(self.names())}"
+            ) from None
+
+    def index(self, name: str) -> int:
+        """Stable integer id of a task: its position in :meth:`names`."""
+        try:
+            return self._index[name]
+        except KeyError:
+            raise KeyError(
+                f"unknown task {name!r}; known tasks: {', '.join(self.names())}"
+            ) from None
+
+    def with_real(self, languages: dict[str, str], forward: str = "", reset: str = "") -> TaskTable:
+        """This table plus real-robot tasks (name -> instruction) after it.
+
+        ``forward``/``reset`` name the actor's pair, which become each other's ``pair``. A name
+        already in the table must keep its instruction.
+        """
+        added = []
+        for name, language in languages.items():
+            if name in self._by_name:
+                if self._by_name[name].language != language:
+                    raise ValueError(f"task {name!r} already exists with another instruction")
+                continue
+            kind: TaskKind = "target_reset" if name == reset else "target_forward"
+            pair = {forward: reset, reset: forward}.get(name) or None
+            added.append(
+                Task(name, language, kind, obj="real", destination="real", pair=pair, source="real")
+            )
+        return TaskTable((*self.tasks, *added)) if added else self
 
 
+SIM_TASKS = TaskTable(_build())
+"""The simulated suite, in the stable order (targets first, then priors)."""
+TASKS: tuple[Task, ...] = SIM_TASKS.tasks
+
+
+def task_table(cfg: ExperimentConfig) -> TaskTable:
+    """The tasks of ``cfg``: the simulated suite, then the real robot's
+    (``env.widowx.languages``)."""
+    languages = dict(cfg.env.widowx.languages)
+    if not languages:
+        return SIM_TASKS
+    return SIM_TASKS.with_real(languages, cfg.actor.forward_task, cfg.actor.reset_task)
+
+
+# The simulated suite, for code that only ever runs in simulation (the simulator, data
+# generation, evaluation); anything that may meet a real robot's task takes a TaskTable.
 def task_names() -> list[str]:
-    """All task names in the global order."""
-    return [t.name for t in TASKS]
+    """All simulated task names in order."""
+    return SIM_TASKS.names()
 
 
 def target_task_names() -> list[str]:
     """The 6 target task names (``<obj>_forward``, ``<obj>_reset`` per target object)."""
-    return [t.name for t in TASKS if t.kind != "prior"]
+    return SIM_TASKS.target_names()
 
 
 def prior_task_names() -> list[str]:
     """The 20 prior task names in order."""
-    return [t.name for t in TASKS if t.kind == "prior"]
+    return SIM_TASKS.prior_names()
 
 
 def get_task(name: str | Task) -> Task:
-    """The task called ``name`` (a Task is returned as is); KeyError lists the known names."""
-    if isinstance(name, Task):
-        return name
-    try:
-        return _BY_NAME[name]
-    except KeyError:
-        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(task_names())}") from None
+    """The simulated task called ``name``; KeyError lists the known names."""
+    return SIM_TASKS.get(name)
 
 
 def task_index(name: str) -> int:
-    """Stable integer id of a task: its position in ``task_names()``."""
-    try:
-        return _INDEX[name]
-    except KeyError:
-        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(task_names())}") from None
-
-
-def register_tasks(languages: dict[str, str], forward: str = "", reset: str = "") -> list[str]:
-    """Add real-robot tasks (name -> instruction) after the simulated ones; idempotent.
-
-    The real robot's tasks are declared in the config (``env.widowx.languages``), so the
-    learner and every actor that load the same config get the same global order and ids.
-    ``forward``/``reset`` name the actor's pair, which become each other's ``pair``.
-    """
-    global TASKS, _BY_NAME, _INDEX
-    added = []
-    for name, language in languages.items():
-        if name in _BY_NAME:
-            if _BY_NAME[name].language != language:
-                raise ValueError(f"task {name!r} is already registered with another instruction")
-            continue
-        kind: TaskKind = "target_reset" if name == reset else "target_forward"
-        pair = {forward: reset, reset: forward}.get(name) or None
-        task = Task(name, language, kind, obj="real", destination="real", pair=pair, source="real")
-        TASKS = (*TASKS, task)
-        added.append(name)
-    _BY_NAME = {t.name: t for t in TASKS}
-    _INDEX = {t.name: i for i, t in enumerate(TASKS)}
-    return added
+    """Stable integer id of a simulated task."""
+    return SIM_TASKS.index(name)

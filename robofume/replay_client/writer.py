@@ -122,6 +122,9 @@ class EpisodeWriter:
         self._secret = secret if secret is not None else deployment_secret(cfg.deploy)
         self.address = address
         self.cfg = cfg
+        from robofume.envs.tasks import SIM_TASKS, task_table
+
+        self._tasks = task_table(cfg) if cfg is not None else SIM_TASKS
         self.timeout_s = float(
             timeout_s if timeout_s is not None else (cfg.replay.rpc_timeout_s if cfg else 10.0)
         )
@@ -202,9 +205,7 @@ class EpisodeWriter:
 
             mc = mc_returns(ep.rewards, ep.terminals, self.discount)
         try:
-            from robofume.envs.tasks import task_index
-
-            task = task_index(ep.task)
+            task = self._tasks.index(ep.task)
         except KeyError as err:
             raise EpisodeRejectedError(f"{where}: {err.args[0]}") from None
         cols = {
