@@ -275,7 +275,7 @@ def test_any_failure_while_writing_leaves_no_temp_file(stored, tmp_path, monkeyp
     def failing_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("robofume.data.hdf5.os.replace", failing_replace)
+    monkeypatch.setattr("robofume.data.hdf5_writer.os.replace", failing_replace)
     with pytest.raises(OSError, match="No space left"):
         write_episodes(path, episodes)
     assert path.read_bytes() == before and _temp_files(tmp_path) == []

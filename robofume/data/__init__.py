@@ -12,7 +12,8 @@ import importlib
 from typing import Any
 
 from robofume.data.errors import DatasetError
-from robofume.data.hdf5 import DatasetWriter, EpisodeFile, read_episodes, write_episodes
+from robofume.data.hdf5 import EpisodeFile, read_episodes
+from robofume.data.hdf5_writer import DatasetWriter, write_episodes
 from robofume.data.returns import mc_returns, with_mc_returns
 
 __all__ = [

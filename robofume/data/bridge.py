@@ -38,7 +38,7 @@ import numpy as np
 
 from robofume.data.bridge_raw import RawTrajectory, first_language
 from robofume.data.errors import DatasetError
-from robofume.data.hdf5 import DatasetWriter, check_target
+from robofume.data.hdf5_writer import DatasetWriter, check_target
 from robofume.logs import progress
 from robofume.types import Episode
 

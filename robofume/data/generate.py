@@ -35,7 +35,7 @@ import numpy as np
 from robofume.config import ExperimentConfig
 from robofume.config.base import to_dict
 from robofume.data import rollouts
-from robofume.data.hdf5 import DatasetWriter
+from robofume.data.hdf5_writer import DatasetWriter
 from robofume.logs import progress
 
 log = logging.getLogger(__name__)
