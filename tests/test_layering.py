@@ -64,3 +64,52 @@ def test_the_run_directory_layout_is_defined_once():
         if path.name != "run_dir.py" and joins.search(path.read_text())
     ]
     assert found == []
+
+
+def test_no_import_cycles():
+    """Module-level imports between robofume's own modules form no cycle (lazy imports inside
+    functions and ``TYPE_CHECKING`` blocks aside)."""
+    import sys
+
+    packages = (*PROCESSES, "robofume", "protos")
+    modules = {}
+    for package in packages:
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            modules[name] = path
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.parse(path.read_text()).body:  # module level only
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            for target in targets:
+                found = resolve(target)
+                if found and found != name:
+                    graph[name].add(found)
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []
