@@ -26,12 +26,9 @@ distractors). Objects not in the scene wait inside the table with physics switch
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import math
-import os
-import weakref
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
@@ -40,6 +37,7 @@ import numpy as np
 from robofume.envs import scene
 from robofume.envs.errors import InvalidActionError
 from robofume.envs.layout import DISTRACTOR_SPOTS, OBJECTS, PLACES
+from robofume.envs.mujoco_gl import import_mujoco, keep_until_exit
 from robofume.envs.tasks import Task, get_task
 
 if TYPE_CHECKING:
@@ -64,42 +62,6 @@ SETTLE_STEPS = 60
 """Physics steps after a reset so objects rest before the first observation."""
 CHUNKS = 10
 """The end-effector target is moved in this many increments per control step."""
-
-
-_LIVE: weakref.WeakSet = weakref.WeakSet()
-"""Open environments; closed at interpreter exit while the GL libraries are still loaded."""
-_ATEXIT_REGISTERED = False
-
-
-def _close_live_envs() -> None:
-    for env in list(_LIVE):
-        with contextlib.suppress(Exception):  # best effort at exit
-            env.close()
-
-
-def import_mujoco(backend: str):
-    """Import mujoco after setting MUJOCO_GL (only when the environment does not set it).
-
-    Also defaults Mesa's software rasteriser to one thread (LP_NUM_THREADS=1): at robofume's
-    image sizes extra render threads cost more than they save, badly so on a busy machine.
-    """
-    os.environ.setdefault("MUJOCO_GL", backend)
-    os.environ.setdefault("LP_NUM_THREADS", "1")
-    try:
-        import mujoco
-    except (ImportError, AttributeError, OSError) as err:
-        gl = os.environ["MUJOCO_GL"]
-        raise RuntimeError(
-            f"MuJoCo could not load its {gl!r} rendering backend ({err!r}); install the Mesa "
-            "libraries (`make system-deps`: libegl1 libegl-mesa0 libgl1-mesa-dri for egl, "
-            "libosmesa6 for osmesa) or choose another env.render_backend / MUJOCO_GL"
-        ) from err
-
-    logging.getLogger("OpenGL").setLevel(logging.WARNING)
-    if mujoco.get_mju_user_warning() is None:
-        # MuJoCo warnings go to the log instead of a MUJOCO_LOG.TXT in the working directory
-        mujoco.set_mju_user_warning(lambda msg: log.warning("MuJoCo: %s", msg.strip()))
-    return mujoco
 
 
 class TabletopEnv(gym.Env):
@@ -141,13 +103,7 @@ class TabletopEnv(gym.Env):
         self._hi = np.asarray(cfg.workspace_high, dtype=np.float64)
         self._index_model()
         self._renderer = self._mj.Renderer(self.model, size * self._ss, size * self._ss)
-        _LIVE.add(self)
-        global _ATEXIT_REGISTERED
-        if not _ATEXIT_REGISTERED:
-            # registered after MuJoCo's GL backend registered its own exit hook, so (atexit is
-            # last-in first-out) open renderers are released before the GL display goes away
-            atexit.register(_close_live_envs)
-            _ATEXIT_REGISTERED = True
+        keep_until_exit(self)
         self._image: np.ndarray | None = None
         self._yaw = 0.0
         self._active: set[str] = set()
