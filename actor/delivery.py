@@ -317,6 +317,8 @@ class DeliveryQueue:
                     assert self.outbox is not None
                     self.outbox.add(episode)
                     self.outbox.observe(marked.read_marker())
+            if marked is not None and self.outbox.due:  # a restart showed after a write
+                self.outbox.resend_lost(marked)
         except Exception as err:
             self._writing_since = None
             if not _is_unavailable(err):

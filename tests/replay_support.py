@@ -63,8 +63,17 @@ def coded_episode(
 
 
 def start_server_process(port: int, run_dir: Path, *overrides: str) -> subprocess.Popen:
-    """``robofume replay serve`` on ``port`` in a child process; returns once it answers."""
+    """``robofume replay serve`` on ``port`` in a child process; returns once it serves its
+    own marker.
+
+    A restarted server answers before it has written its new epoch: for a moment its marker is
+    the restored one (``in_progress``, the old epoch), and an actor writing then is told of the
+    restart only by its next read, so it delivers that write twice (the copy is dropped by
+    episode id). Tests that count copies wait for the server's own marker.
+    """
     import reverb
+
+    from robofume.replay_client.marker import read_marker
 
     cmd = [sys.executable, "-m", "deploy.command", "replay", "serve", "--preset", "smoke"]
     cmd += ["--port", str(port), "--deploy.run_dir", str(run_dir), *overrides]
@@ -78,10 +87,11 @@ def start_server_process(port: int, run_dir: Path, *overrides: str) -> subproces
         if proc.poll() is not None:
             raise RuntimeError(f"replay server exited: {log_path.read_text()[-2000:]}")
         try:
-            client.server_info(timeout=1)
-            return proc
+            if not read_marker(client, 1.0).in_progress:
+                return proc
         except Exception:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     proc.kill()
     raise RuntimeError("replay server did not start within 90 s")
 

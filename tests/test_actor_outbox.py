@@ -139,14 +139,19 @@ class FakeReplay:
     def __init__(self) -> None:
         self.epoch, self.completed, self.items, self.saved = E1, 0, [], []
         self.up = True
+        self.restored_reads = 0
+        """Marker reads still answered with the restored checkpoint's marker after a restart
+        (a real server serves before it writes its new epoch)."""
 
     def checkpoint(self) -> None:
         self.saved = list(self.items)
         self.completed += 1
 
-    def kill_and_restart(self) -> None:
+    def kill_and_restart(self, restored_reads: int = 0) -> None:
+        self.restored = Marker(self.epoch, self.completed - 1, True)  # saved before checkpoint
         self.items = list(self.saved)
         self.epoch += 1
+        self.restored_reads = restored_reads
 
     # the sink
     def write(self, ep: Episode) -> None:
@@ -157,6 +162,9 @@ class FakeReplay:
     def read_marker(self) -> Marker:
         if not self.up:
             raise ReplayUnavailableError("down")
+        if self.restored_reads > 0:
+            self.restored_reads -= 1
+            return self.restored
         return Marker(self.epoch, self.completed, False)
 
 
@@ -203,6 +211,40 @@ def test_delivery_queue_redelivers_what_a_restart_lost(tmp_path):
         assert replay.items[3:6] == written[3:]  # same ids, in order, before segment 6
         assert len(set(replay.items)) == 7
         assert outbox.restarts_seen == 1 and outbox.redelivered == 3
+    finally:
+        queue.close(1.0)
+
+
+@pytest.mark.timeout(60)
+def test_a_write_before_the_restarted_server_shows_its_epoch_is_sent_again_at_once(tmp_path):
+    """For a moment a restarted server still serves its restored marker (old epoch): a write
+    then learns of the restart only from the next read. The lost episodes and that write are
+    sent again within the same delivery, not at the next idle poll."""
+    replay = FakeReplay()
+    outbox = Outbox(tmp_path / "outbox", memory_limit=2, max_episodes=100)
+    queue = DeliveryQueue(
+        lambda: replay,
+        None,
+        spill_dir=tmp_path,
+        memory_limit=10,
+        label_wait_s=0.0,
+        retry_s=0.05,
+        discount=0.99,
+        outbox=outbox,
+        marker_poll_s=3600.0,  # no idle polls
+    )
+    queue.start()
+    try:
+        queue.put(labelled_segment(0))
+        assert queue.wait_idle(20)
+        replay.checkpoint()  # holds 0
+        queue.put(labelled_segment(1))
+        assert queue.wait_idle(20)
+        replay.kill_and_restart(restored_reads=1)  # 1 is gone; one read sees the old marker
+        queue.put(labelled_segment(2))
+        assert queue.wait_idle(20)
+        assert outbox.restarts_seen == 1 and outbox.redelivered == 2 and outbox.due == 0
+        assert len(replay.items) == 4 and len(set(replay.items)) == 3  # 0, 1, 2 and 2's copy
     finally:
         queue.close(1.0)
 

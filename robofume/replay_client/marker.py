@@ -18,6 +18,11 @@ needed: ``completed >= m.completed + 2`` (:meth:`Marker.covers`). A marker of an
 means the server restarted and restored a checkpoint: what was not covered must be delivered
 again (``actor.outbox``).
 
+A restarted server answers for a moment before it has written its new epoch: its marker is then
+the restored one, written just before that checkpoint (old epoch, ``in_progress``). Nothing is
+lost by this: such a marker covers only what its checkpoint holds, and an episode written then
+is delivered again once the new epoch shows (the sampler drops the copy by its episode id).
+
 :func:`read_marker` and :func:`write_marker` import Reverb; :class:`Marker` does not.
 """
 
