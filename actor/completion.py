@@ -78,6 +78,7 @@ class LabelCompletion:
         if self.down_since is not None:
             log.info("reward server answers again; labelling the buffered episodes")
             self.down_since = None
+        self.last_error = ""  # status shows what is wrong now, not what was
         return True
 
     def forget(self, seg: Segment) -> None:

@@ -98,7 +98,11 @@ class WeightsPuller:
         self.learner_version: int | None = None
         self.loads = 0
         self.refused: dict[int, str] = {}
-        self.last_error = ""
+        self._outage = ""
+        """Why the weights cannot be read now ("" while reachable)."""
+        self._refusal = ""
+        """The standing refusal: the newest published weights were refused ("" once newer
+        authentic weights load)."""
         self.reachable = True
         self._stop = threading.Event()
         self._poke = threading.Event()
@@ -162,6 +166,7 @@ class WeightsPuller:
                 return
             refused_at = self._refused_at.get(int(latest))
             if refused_at is not None and time.monotonic() - refused_at < REFUSAL_RECHECK_S:
+                self._set_reachable(True)
                 return
             fetched = self.source.fetch()
             if fetched is None:
@@ -172,7 +177,7 @@ class WeightsPuller:
             self._refuse(int(latest) if latest is not None else -1, "malformed", str(err))
             return
         except Exception as err:
-            self.last_error = f"{type(err).__name__}: {err}"
+            self._outage = f"{type(err).__name__}: {err}"
             self._set_reachable(False)
             return
         self._set_reachable(True)
@@ -191,6 +196,7 @@ class WeightsPuller:
             return
         self.running = stamp
         self.loads += 1
+        self._refusal = ""
         log.info("policy weights v%d loaded (learner at v%s)", version, self.learner_version)
 
     def _refuse(self, version: int, reason: str, why: str) -> None:
@@ -204,16 +210,22 @@ class WeightsPuller:
         if self.refused.get(version) != msg:
             log.error(msg)
         self.refused[version] = msg
-        self.last_error = msg
+        self._refusal = msg
+
+    @property
+    def last_error(self) -> str:
+        """What is wrong now: the outage, else the standing refusal ("" when all is well)."""
+        return self._outage or self._refusal
 
     def _set_reachable(self, ok: bool) -> None:
         if ok and not self.reachable:
             log.info("policy weights at %s reachable again", self.address)
+            self._outage = ""
         elif not ok and self.reachable:
             log.warning(
                 "policy weights at %s unreachable (%s); acting with v%d",
                 self.address,
-                self.last_error,
+                self._outage,
                 self.policy.version,
             )
         self.reachable = ok

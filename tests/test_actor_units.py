@@ -124,6 +124,7 @@ def test_completion_keeps_the_segment_while_the_reward_server_is_down():
     assert backlog == [1] and seg.missing() == [0, 1]
     labeller.down = None
     assert completion.complete(seg, lambda: "") and completion.down_since is None
+    assert completion.last_error == ""  # status tells the present, not the outage
 
 
 @dataclass
@@ -214,7 +215,24 @@ def test_puller_reports_an_unreachable_source_and_recovers():
     assert not puller.reachable and "replay down" in puller.last_error and policy.version == -1
     source.down = False
     puller.check_once()
-    assert puller.reachable and policy.version == 1
+    assert puller.reachable and policy.version == 1 and puller.last_error == ""
+
+
+def test_a_refusal_is_reported_until_newer_authentic_weights_load():
+    source, policy, puller = _puller()
+    source.publish(5)
+    puller.check_once()
+    source.publish(9, secret=b"x" * 64)  # forged
+    puller.check_once()
+    assert "refusing policy weights v9" in puller.last_error
+    source.down = True
+    puller.check_once()
+    source.down = False
+    puller.check_once()  # reachable again: the refusal still stands
+    assert "refusing policy weights v9" in puller.last_error
+    source.publish(10)
+    puller.check_once()
+    assert policy.version == 10 and puller.last_error == ""
 
 
 def test_a_restarted_actor_continues_its_steps_within_its_session(tmp_path):
