@@ -25,7 +25,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,32 +32,13 @@ from actor.completion import LabelCompletion
 from actor.episodes import Segment, finalize, load_segment, save_segment
 from actor.labels import LabelTracker
 from actor.outbox import Outbox, assign_episode_ids
+from actor.replay_link import EpisodeSink, ReplayLink
 from robofume.types import Episode
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
 SPILL_LOG_EVERY_S = 10.0
-
-
-class EpisodeSink(Protocol):
-    """What the actor needs from :class:`robofume.replay_client.writer.EpisodeWriter`."""
-
-    def write(self, episode: Episode) -> None:
-        """Insert one episode; raise ReplayUnavailableError when the server is unreachable."""
-
-
-class MarkedSink(EpisodeSink, Protocol):
-    """A sink that also reads the server's marker (epoch, checkpoints: ``replay_client.marker``)."""
-
-    def read_marker(self) -> Any:
-        """The server's current ``Marker``; raise ReplayUnavailableError when unreachable."""
-
-
-def _is_unavailable(err: BaseException) -> bool:
-    """Unreachable-server errors are retried (``ReplayUnavailableError`` is a
-    ConnectionError); anything else means the episode is refused."""
-    return isinstance(err, (ConnectionError, TimeoutError))
 
 
 class DeliveryQueue:
@@ -77,8 +57,6 @@ class DeliveryQueue:
         outbox: Outbox | None = None,
         marker_poll_s: float = 5.0,
     ):
-        self._sink_factory = sink_factory
-        self._sink: EpisodeSink | None = None
         self.labels = LabelCompletion(tracker, label_wait_s)
         self.spill_dir = Path(spill_dir)
         self.memory_limit = max(1, memory_limit)
@@ -86,6 +64,7 @@ class DeliveryQueue:
         self.discount = discount
         self.address = address
         self._on_finalized = on_finalized
+        self.link = ReplayLink(sink_factory, outbox, address, self._backlog)
         self.outbox = outbox
         """Written episodes not yet in a replay checkpoint (None: forget them once written)."""
         self.marker_poll_s = marker_poll_s
@@ -100,9 +79,6 @@ class DeliveryQueue:
         self.delivered_episodes = 0
         self.spilled_total = 0
         self.rejected = 0
-        self.replay_down_since: float | None = None
-        self._replay_error = ""
-        self._writing_since: float | None = None
         self._last_spill_log = -SPILL_LOG_EVERY_S
         self._threads = [
             threading.Thread(target=self._spool, name="actor-spooler", daemon=True),
@@ -160,7 +136,7 @@ class DeliveryQueue:
 
     @property
     def replay_reachable(self) -> bool:
-        return self.replay_down_since is None
+        return self.link.down_since is None
 
     @property
     def labels_down_since(self) -> float | None:
@@ -169,7 +145,7 @@ class DeliveryQueue:
 
     @property
     def last_error(self) -> str:
-        return self._replay_error or self.labels.last_error
+        return self.link.last_error or self.labels.last_error
 
     def _backlog(self) -> str:
         with self._cond:
@@ -276,11 +252,11 @@ class DeliveryQueue:
                     self._cond.notify_all()
 
     def _blocked_reason(self) -> str:
-        if self.replay_down_since is not None:
+        if self.link.down_since is not None:
             return f"replay unreachable at {self.address}"
         if self.labels.down_since is not None:
             return "reward server unreachable (episodes wait for labels)"
-        since = self._writing_since
+        since = self.link.writing_since
         if since is not None and time.monotonic() - since > 0.5:
             return (
                 f"replay at {self.address} has not confirmed a write for "
@@ -294,78 +270,6 @@ class DeliveryQueue:
         return bool(self._disk) and len(self._memory) < max(1, self.memory_limit // 2)
 
     # --- sender: labels, finalisation, sink ---------------------------------------------
-    def _marked(self, sink: EpisodeSink) -> MarkedSink | None:
-        """The sink, when there is an outbox and the sink reads markers."""
-        if self.outbox is None or not hasattr(sink, "read_marker"):
-            return None
-        return sink  # type: ignore[return-value]
-
-    def _write(self, seg: Segment, episodes: list[Episode]) -> bool:
-        """Write the pieces not yet delivered; False to retry later."""
-        self._writing_since = time.monotonic()
-        try:
-            if self._sink is None:
-                self._sink = self._sink_factory()
-            marked = self._marked(self._sink)
-            if marked is not None:
-                self.outbox.resend_lost(marked)
-            while seg.pieces_delivered < len(episodes):
-                episode = episodes[seg.pieces_delivered]
-                self._sink.write(episode)
-                seg.pieces_delivered += 1
-                if marked is not None:
-                    assert self.outbox is not None
-                    self.outbox.add(episode)
-                    self.outbox.observe(marked.read_marker())
-            if marked is not None and self.outbox.due:  # a restart showed after a write
-                self.outbox.resend_lost(marked)
-        except Exception as err:
-            self._writing_since = None
-            if not _is_unavailable(err):
-                raise
-            self._sink = None  # reconnect on the next try
-            if self.replay_down_since is None:
-                self.replay_down_since = time.monotonic()
-            self._replay_error = f"replay: {err}"
-            log.warning(
-                "replay unreachable at %s (%s); %d episodes buffered, %d spilled to %s",
-                self.address,
-                err,
-                self.pending,
-                self.spilled,
-                self.spill_dir,
-            )
-            return False
-        self._writing_since = None
-        if self.replay_down_since is not None:
-            down = time.monotonic() - self.replay_down_since
-            log.info(
-                "replay at %s reachable again after %.1f s; delivering %d buffered episode(s)",
-                self.address,
-                down,
-                self.pending,
-            )
-            self.replay_down_since = None
-        return True
-
-    def _poll_outbox(self) -> None:
-        """While idle: read the marker (drops covered episodes, notices a restart) and write
-        again what a restart lost."""
-        if self.outbox is None:
-            return
-        try:
-            if self._sink is None:
-                self._sink = self._sink_factory()
-            marked = self._marked(self._sink)
-            if marked is None:
-                return
-            self.outbox.resend_lost(marked)
-        except Exception as err:
-            if not _is_unavailable(err):
-                raise
-            self._sink = None
-            log.debug("replay marker not readable at %s (%s); retrying later", self.address, err)
-
     def _send(self) -> None:
         backoff = self.retry_s
         next_poll = time.monotonic() + self.marker_poll_s
@@ -379,7 +283,7 @@ class DeliveryQueue:
             if seg is None:
                 next_poll = time.monotonic() + self.marker_poll_s
                 try:
-                    self._poll_outbox()
+                    self.link.poll()
                 except Exception:  # a bug here must not stop delivery
                     log.exception("reading the replay marker failed")
                 continue
@@ -397,7 +301,7 @@ class DeliveryQueue:
                 if path is not None:
                     path.unlink(missing_ok=True)
                 self.labels.forget(seg)
-            elif self.replay_down_since or self.labels.down_since:
+            elif self.link.down_since or self.labels.down_since:
                 self._stop.wait(backoff)
                 backoff = min(MAX_BACKOFF_S, backoff * 2)
             else:
@@ -413,7 +317,7 @@ class DeliveryQueue:
             self._finalized[seg.seq] = episodes
             if self._on_finalized is not None:
                 self._on_finalized(seg, episodes)
-        if not self._write(seg, episodes):
+        if not self.link.write(seg, episodes):
             return False
         del self._finalized[seg.seq]
         self.delivered_segments += 1

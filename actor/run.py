@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from actor.control import Commands, ControlServer, install_signal_handler, start_keyboard
-from actor.delivery import DeliveryQueue, EpisodeSink
+from actor.delivery import DeliveryQueue
 from actor.labels import Labeller, LabelTracker
 from actor.loop import Actor, ResetFreeLoop
 from actor.outbox import Outbox
+from actor.replay_link import EpisodeSink
 from actor.report import Reporter
 from actor.scheduler import TickScheduler
 from actor.weights import ActingPolicy, WeightsPuller, WeightsSource
