@@ -17,16 +17,18 @@ log = logging.getLogger(__name__)
 
 
 def _clean_errors(fn: Callable[[argparse.Namespace], int]) -> Callable:
-    """Bad input (missing data, unreadable checkpoint) ends with one clear line, exit 1."""
+    """Bad input (missing data, unreadable checkpoint, a public address without a token) ends
+    with one clear line, exit 1."""
 
     @functools.wraps(fn)
     def wrapper(args: argparse.Namespace) -> int:
         from reward_server.model import CheckpointError
         from robofume.data.errors import DatasetError
+        from robofume.grpc_utils import InsecureBindError
 
         try:
             return fn(args)
-        except (DatasetError, CheckpointError, FileNotFoundError) as err:
+        except (DatasetError, CheckpointError, FileNotFoundError, InsecureBindError) as err:
             log.error("%s", err)
             return 1
 

@@ -28,14 +28,13 @@ from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf.message import DecodeError
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health, health_pb2
 
 from protos import reward_pb2, reward_pb2_grpc
 from reward_server.batcher import DynamicBatcher
 from reward_server.frames import BadRequest, check_pixels, decode_frame, stack_frames
 from reward_server.model import RewardModel
+from reward_server.parsing import HEALTH_SERVICE, add_health, add_reflection, add_service, unary
 from robofume.config.reward import RewardConfig
 from robofume.grpc_utils import (
     TokenAuthInterceptor,
@@ -52,37 +51,16 @@ SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["Reward"].full_name
 MB = 1024 * 1024
 
 
-def _parsing(method: Any, message_type: Any) -> Any:
-    """Wrap ``method`` to take raw bytes: bytes that are not a ``message_type`` get
-    INVALID_ARGUMENT with a message (gRPC's own deserializer would answer UNKNOWN)."""
-    name = message_type.DESCRIPTOR.name
-
-    async def handler(raw: bytes, context: Any) -> Any:
-        try:
-            request = message_type.FromString(raw)
-        except DecodeError:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"the request is not a {name} ({len(raw)} bytes that do not parse as one)",
-            )
-        return await method(request, context)
-
-    return handler
-
-
 def add_reward_service(servicer: RewardServicer, server: grpc.aio.Server) -> None:
     """``reward_pb2_grpc.add_RewardServicer_to_server`` with requests parsed by the servicer."""
-    handlers = {
-        "Score": grpc.unary_unary_rpc_method_handler(
-            _parsing(servicer.Score, reward_pb2.ScoreRequest),
-            response_serializer=reward_pb2.ScoreResponse.SerializeToString,
-        ),
-        "GetInfo": grpc.unary_unary_rpc_method_handler(
-            _parsing(servicer.GetInfo, reward_pb2.InfoRequest),
-            response_serializer=reward_pb2.InfoResponse.SerializeToString,
-        ),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    add_service(
+        server,
+        SERVICE_NAME,
+        {
+            "Score": unary(servicer.Score, reward_pb2.ScoreRequest, reward_pb2.ScoreResponse),
+            "GetInfo": unary(servicer.GetInfo, reward_pb2.InfoRequest, reward_pb2.InfoResponse),
+        },
+    )
 
 
 class RewardServicer(reward_pb2_grpc.RewardServicer):
@@ -130,6 +108,10 @@ class RewardServicer(reward_pb2_grpc.RewardServicer):
             largest_batch=srv.batcher.largest_batch,
             rejected=srv.rejected,
             questions=srv.model.questions,
+            started_at=srv.started_at,
+            restarts=srv.restarts,
+            checkpoint=srv.model.checkpoint,
+            checkpoint_time=srv.model.checkpoint_time,
         )
 
 
@@ -152,6 +134,10 @@ class RewardServer:
         self.allow_insecure_remote = allow_insecure_remote
         self.requests = 0
         self.rejected = 0
+        self.started_at = time.time()
+        """When this replica was created (unix seconds)."""
+        self.restarts = 0
+        """Restarts of this replica in its run, when its host counts them (Ray replicas)."""
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=4096)
         """Latency of the most recent requests (ms), for telemetry."""
         self.port: int | None = None
@@ -256,13 +242,8 @@ class RewardServer:
             options=server_options(4 * self.cfg.max_message_mb + 1),
         )
         add_reward_service(RewardServicer(self), self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        names = (
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        )
-        reflection.enable_server_reflection(names, self._server)
+        add_health(self.health, self._server)
+        add_reflection((SERVICE_NAME, HEALTH_SERVICE), self._server)
         self.port = add_port(self._server, f"{host}:{port}", *self.tls)
         await self._server.start()
         self.batcher.start()

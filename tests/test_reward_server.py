@@ -255,6 +255,22 @@ def test_shared_token_is_required(model):
         handle.stop()
 
 
+def test_serve_on_a_public_address_without_a_token_is_one_clear_line(model, tmp_path):
+    import copy
+    import sys
+
+    from replay_support import ROOT
+
+    ckpt = copy.deepcopy(model).save(tmp_path / "reward")  # a copy: save() sets a new version
+    cmd = [sys.executable, "-m", "deploy.command", "reward", "serve", "--preset", "smoke",
+           "--checkpoint", str(ckpt), "--host", "0.0.0.0", "--port", "0",
+           "--deploy.run_dir", str(tmp_path / "run")]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "refusing to listen on all interfaces" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_tls_and_token_together(model, tmp_path):
     openssl = shutil.which("openssl")
     if openssl is None:
@@ -359,6 +375,46 @@ def test_garbage_bytes_get_invalid_argument(server):
         with pytest.raises(grpc.RpcError) as info:
             info_call(b"\xff\xff\xff", timeout=10)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # the other services on the port too: health (Check, Watch) and reflection
+        garbage = b"\xff\xfe\x00 junk"
+        calls = {
+            "HealthCheckRequest": lambda: channel.unary_unary("/grpc.health.v1.Health/Check")(
+                garbage, timeout=10
+            ),
+            "HealthCheckRequest ": lambda: next(
+                channel.unary_stream("/grpc.health.v1.Health/Watch")(garbage, timeout=10)
+            ),
+            "ServerReflectionRequest": lambda: next(
+                channel.stream_stream(
+                    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+                )(iter([garbage]), timeout=10)
+            ),
+        }
+        for name, call_it in calls.items():
+            with pytest.raises(grpc.RpcError) as info:
+                call_it()
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+            assert f"not a {name.strip()}" in info.value.details()
+
+
+def test_health_watch_and_reflection_answer(server):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from reward_server.server import SERVICE_NAME
+
+    with grpc.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME)).status == serving
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert next(watch).status == serving
+        watch.cancel()
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answer = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+            list_services="")]), timeout=10))  # fmt: skip
+        names = {s.name for s in answer.list_services_response.service}
+        assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
 
 
 def test_no_listening_beyond_loopback_without_a_token(model, caplog):
