@@ -157,3 +157,23 @@ def test_ensure_dataset_reuses_a_matching_dataset_and_regenerates_a_stale_one(da
     other = load_config("smoke", overrides=[*OVERRIDES, "--data.seed", "7"])
     assert ensure_dataset(other, out) == out
     assert calls == [7]
+
+
+def test_generate_never_replaces_a_dataset_with_fewer_episodes_without_overwrite(
+    dataset, tmp_path, caplog
+):
+    _, out = dataset
+    copy = tmp_path / "ds"
+    copy.mkdir()
+    for f in out.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    fewer = [*OVERRIDES, "--data.failure_episodes", "2"]
+    before = {f.name: f.read_bytes() for f in copy.iterdir()}
+    rc = main(["generate", "--preset", "smoke", "--out", str(copy), *fewer])
+    assert rc == 1
+    assert "failures.hdf5: holds 4 episodes and this generation would replace it with 2" in (
+        caplog.text
+    )
+    assert {f.name: f.read_bytes() for f in copy.iterdir()} == before  # untouched, manifest too
+    rc = main(["generate", "--preset", "smoke", "--out", str(copy), *fewer, "--overwrite"])
+    assert rc == 0 and len(read_episodes(copy / "failures.hdf5")) == 2

@@ -36,7 +36,7 @@ def _generate(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.workers is not None:
         cfg = cfg.replace(data=dataclasses.replace(cfg.data, workers=args.workers))
-    out = generate_dataset(cfg, args.out)
+    out = generate_dataset(cfg, args.out, overwrite=args.overwrite)
     if args.json:
         print((out / "manifest.json").read_text())
     return 0
@@ -116,6 +116,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     p.add_argument("--out", default=None, help="output directory (default: data.dir)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (data.workers)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace episode files even with fewer episodes (by default that is refused)",
+    )
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(handler=_generate)
 

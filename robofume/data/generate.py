@@ -35,7 +35,8 @@ import numpy as np
 from robofume.config import ExperimentConfig
 from robofume.config.base import to_dict
 from robofume.data import rollouts
-from robofume.data.hdf5_writer import DatasetWriter
+from robofume.data.errors import DatasetError
+from robofume.data.hdf5_writer import DatasetWriter, check_target
 from robofume.logs import progress
 
 log = logging.getLogger(__name__)
@@ -221,12 +222,43 @@ def _result(job: Job, attempt: int, stats: Counter, episodes: list) -> dict[str,
 # -- main side ----------------------------------------------------------------------------
 
 
-def generate_dataset(cfg: ExperimentConfig, out_dir: str | Path | None = None) -> Path:
-    """Generate the simulated dataset into ``out_dir`` (default ``cfg.data.dir``)."""
+def planned_episodes(jobs: list[Job]) -> dict[str, int]:
+    """Episodes each file of the dataset will hold (``prior``, ``target``, ``failures``)."""
+    return {
+        "prior": sum(j.kind == "prior" for j in jobs),
+        "target": sum(int(j.want_forward) + int(j.want_reset) for j in jobs if j.kind == "pair"),
+        "failures": sum(j.kind == "failure" for j in jobs),
+    }
+
+
+def check_replaceable(out: Path, planned: dict[str, int], overwrite: bool) -> None:
+    """Refuse, before any work, to replace an episode file with fewer episodes (or a file that
+    is not a robofume episode file) unless ``overwrite``."""
+    for key, n in planned.items():
+        path = out / f"{key}.hdf5"
+        existing = check_target(path, overwrite)
+        if existing is not None and existing > n:
+            raise DatasetError(
+                path,
+                f"holds {existing} episodes and this generation would replace it with {n}; "
+                "pass --overwrite to replace it, or --out another directory",
+            )
+
+
+def generate_dataset(
+    cfg: ExperimentConfig, out_dir: str | Path | None = None, overwrite: bool = False
+) -> Path:
+    """Generate the simulated dataset into ``out_dir`` (default ``cfg.data.dir``).
+
+    An existing episode file is replaced only by one with at least as many episodes, unless
+    ``overwrite``; the check comes before any work.
+    """
     out = Path(out_dir or cfg.data.dir)
+    jobs = plan_jobs(cfg)
+    if out.is_dir():
+        check_replaceable(out, planned_episodes(jobs), overwrite)
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)  # present only when complete
-    jobs = plan_jobs(cfg)
     workers = max(1, min(cfg.data.workers, len(jobs)))
     log.info("generating %d jobs into %s with %d worker(s)", len(jobs), out, workers)
     start = time.perf_counter()
@@ -237,7 +269,7 @@ def generate_dataset(cfg: ExperimentConfig, out_dir: str | Path | None = None) -
     steps: Counter[str] = Counter()
     attrs = {"generator": "robofume generate", "config_hash": data_hash(cfg), "seed": cfg.data.seed}
     with ExitStack() as stack:
-        # generation owns these files: a run with smaller counts legitimately replaces them
+        # checked above: nothing is replaced by fewer episodes without ``overwrite``
         writers = {
             k: stack.enter_context(
                 DatasetWriter(out / f"{k}.hdf5", {**attrs, "contents": k}, overwrite=True)
