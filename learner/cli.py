@@ -16,7 +16,7 @@ def _reports_errors(fn: Callable[[argparse.Namespace], int]) -> Callable:
 
     def wrapper(args: argparse.Namespace) -> int:
         from learner.data import DatasetMismatchError
-        from learner.learner import NonFiniteLossError
+        from learner.finite import NonFiniteLossError
         from robofume.config import ConfigError
         from robofume.data import DatasetError
 

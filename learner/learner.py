@@ -26,6 +26,7 @@ import torch
 
 from learner import losses
 from learner.agent import Agent, resolve_algorithm, resolve_device
+from learner.finite import LOSS_TERMS, FiniteWatch
 from robofume.config import ExperimentConfig
 from robofume.networks import (
     NoEncoder,
@@ -37,17 +38,6 @@ from robofume.networks import (
 log = logging.getLogger(__name__)
 
 Batch = dict[str, torch.Tensor]
-LOSS_TERMS = ("critic_loss", "cql_penalty", "actor_loss", "bc_loss", "alpha_loss")
-_FINITE_TERMS = (*LOSS_TERMS, "critic_total")
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or inf; names the update and the terms."""
-
-    def __init__(self, step: int, terms: list[str], checkpoint: str | None = None):
-        self.step, self.terms, self.checkpoint = step, terms, checkpoint
-        where = f"; last good checkpoint: {checkpoint}" if checkpoint else "; no checkpoint yet"
-        super().__init__(f"non-finite loss at update {step}: {', '.join(terms)}{where}")
 
 
 class Learner:
@@ -96,8 +86,7 @@ class Learner:
         self.generator.manual_seed(lc.seed + 1)
         self.num_updates = 0
         self.target_entropy = -float(cfg.env.action_dim)
-        self._first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
-        self._bad_terms = torch.zeros(len(_FINITE_TERMS), dtype=torch.bool, device=self.device)
+        self.finite = FiniteWatch(self.device)
         self._encode = a.encoder
         self._encode_target = a.target_encoder
         self._critic = a.critic
@@ -231,8 +220,7 @@ class Learner:
             with torch.no_grad():
                 target, online = a.target_pairs()
                 torch._foreach_lerp_(target, online, self.cfg.learner.tau)
-        zero = metrics["actor_loss"].new_zeros(())
-        self._record_finite(torch.stack([metrics.get(k, zero) for k in _FINITE_TERMS]))
+        self.finite.record(metrics, self.num_updates + 1)
         self.num_updates += 1
         return metrics
 
@@ -307,19 +295,9 @@ class Learner:
         td = losses.critic_loss(q_data, y)
         return td + cql_term, td, cql_diff, bound_rate, mult_loss, q_data, y
 
-    def _record_finite(self, terms: torch.Tensor) -> None:
-        bad = ~torch.isfinite(terms)
-        first = bad.any() & (self._first_bad < 0)
-        self._first_bad = torch.where(first, self.num_updates + 1, self._first_bad)
-        self._bad_terms = torch.where(first, bad, self._bad_terms)
-
     def check_finite(self, checkpoint: str | None = None) -> None:
         """Raise NonFiniteLossError if any update so far produced a NaN/inf loss (one sync)."""
-        step = int(self._first_bad)
-        if step >= 0:
-            flags = self._bad_terms.tolist()
-            terms = [t for t, bad in zip(_FINITE_TERMS, flags, strict=True) if bad]
-            raise NonFiniteLossError(step, terms, checkpoint)
+        self.finite.check(checkpoint)
 
     # ------------------------------------------------------------------ Acme-style interface
 
@@ -363,8 +341,7 @@ class Learner:
             },
             "num_updates": self.num_updates,
             "generator": self.generator.get_state(),
-            "first_bad": self._first_bad.cpu(),
-            "bad_terms": self._bad_terms.cpu(),
+            **self.finite.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -377,8 +354,7 @@ class Learner:
         self.cql_alpha_opt.load_state_dict(opts["cql_alpha"])
         self.num_updates = int(state["num_updates"])
         self.generator.set_state(state["generator"])
-        self._first_bad = state["first_bad"].to(self.device)
-        self._bad_terms = state["bad_terms"].to(self.device)
+        self.finite.load_state_dict(state)
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Write a checkpoint (atomic); ``extra`` carries e.g. the sampler state."""

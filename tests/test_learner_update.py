@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from learner.learner import Learner, NonFiniteLossError
+from learner.finite import NonFiniteLossError
+from learner.learner import Learner
 from robofume.config import load_config
 from robofume.envs.tasks import task_names
 from robofume.policy import InferencePolicy
