@@ -68,15 +68,19 @@ def add_config_fields(parser: argparse.ArgumentParser) -> None:
         " --section.field=VALUE form.",
     )
     sections = section_classes(ExperimentConfig)
-    groups: dict[str, argparse._ArgumentGroup] = {}
+    groups: dict[tuple[str, type | None], argparse._ArgumentGroup] = {}
     for field in experiment_fields():
         if not field.section:  # top-level name/seed: not overridable (--seed is a flag of some)
             continue
-        group = groups.get(field.section)
+        key = (field.section, field.concern)
+        group = groups.get(key)
         if group is None:
-            about = class_doc(sections[field.section])
             title = f"config section {field.section}"
-            group = groups[field.section] = parser.add_argument_group(title, about)
+            about = class_doc(sections[field.section])
+            if field.concern is not None:  # a section assembled by concern: one group each
+                what, _, about = class_doc(field.concern).partition(": ")
+                title += f": {what.lower()}"
+            group = groups[key] = parser.add_argument_group(title, about or None)
         text = f"{field.doc} (default: {format_default(field.default)})"
         group.add_argument(
             f"--{field.path}",

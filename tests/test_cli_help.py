@@ -39,6 +39,26 @@ def test_pretrain_help_lists_utd_ratio_with_its_docstring_and_default():
     assert "config section learner" in out
     usage = out.split("\n\n")[0]
     assert "--learner." not in usage and "[--section.field VALUE ...]" in usage
+    # the learner section is listed by concern, utd_ratio with the schedule
+    schedule = out.index("config section learner: the schedule")
+    assert out.index("config section learner: the objective") < schedule
+    assert (
+        schedule
+        < out.index("--learner.utd_ratio")
+        < out.index("config section learner: the hardware")
+    )
+
+
+def test_the_big_sections_are_split_by_concern():
+    from robofume.config.reward import RewardConfig
+
+    for cls in (LearnerConfig, RewardConfig):
+        fields = config_fields(cls)
+        concerns = {f.concern for f in fields}
+        assert None not in concerns and len(concerns) >= 3  # every field in one concern class
+        for concern in concerns:
+            n = sum(f.concern is concern for f in fields)
+            assert n <= 25, f"{concern.__name__} has {n} fields"
 
 
 def test_every_config_field_has_a_docstring():

@@ -41,13 +41,11 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
-class LearnerConfig:
-    """Cal-QL + BC updates, used the same way offline and online."""
+class CalQLConfig:
+    """The objective: Cal-QL + BC losses, targets and their optimisers."""
 
     algorithm: Literal["robofume", "robofume_nobc", "cql", "sac", "bc"] = "robofume"
     """robofume = Cal-QL + BC; the others are the paper's baselines/ablations."""
-    batch_size: int = 256
-    """Transitions per update (offline and online combined when mixing)."""
     discount: float = 0.99
     """Discount factor, also used for the Monte-Carlo returns."""
     actor_lr: float = 1e-4
@@ -78,28 +76,6 @@ class LearnerConfig:
     a similar scale throughout training as the paper asks, whatever ``reward_scale`` is."""
     init_entropy_alpha: float = 0.1
     """Initial entropy temperature (auto-tuned to target entropy -|A|)."""
-    steps: int = 50_000
-    """Offline gradient steps."""
-    eval_every: int = 5_000
-    """Evaluate in the simulator every this many steps (0 = never)."""
-    eval_episodes: int = 5
-    """Episodes per target task in periodic evaluation."""
-    checkpoint_every: int = 5_000
-    """Write a checkpoint every this many steps."""
-    log_every: int = 100
-    """Log scalars every this many steps."""
-    device: str = "auto"
-    """`auto` (cuda when present), `cpu`, `cuda`, `cuda:1` ..."""
-    utd_ratio: float = 1.0
-    """Online: gradient updates per environment step collected."""
-    mixing_ratio: float = 0.5
-    """Online: fraction of each batch drawn from the offline data."""
-    publish_every: int = 100
-    """Online: publish policy weights every this many updates."""
-    online_calibration: bool = True
-    """Online: calibrate with the online episodes' Monte-Carlo returns too."""
-    seed: int = 0
-    """Seed of network init and sampling."""
     max_target_backup: bool = True
     """Cal-QL's backup: max over cql_n_actions next-policy actions of the min target Q."""
     backup_entropy: bool = False
@@ -120,8 +96,47 @@ class LearnerConfig:
     """Offline episodes end at their first success frame, as online episodes do at the first
     predicted success: every transition into a success frame has reward 1 and is terminal, so
     demo "hold" steps do not inflate offline returns next to online ones."""
+
+
+@dataclass(frozen=True)
+class TrainingScheduleConfig:
+    """The schedule: batches and their data mix, updates per environment step, evaluations,
+    checkpoints, logs and weight publishes."""
+
+    batch_size: int = 256
+    """Transitions per update (offline and online combined when mixing)."""
     target_data_fraction: float = 0.0
     """Offline batches: fraction drawn from target-task demos (0 = uniform over all data)."""
+    mixing_ratio: float = 0.5
+    """Online: fraction of each batch drawn from the offline data."""
+    online_calibration: bool = True
+    """Online: calibrate with the online episodes' Monte-Carlo returns too."""
+    utd_ratio: float = 1.0
+    """Online: gradient updates per environment step collected."""
+    steps: int = 50_000
+    """Offline gradient steps."""
+    eval_every: int = 5_000
+    """Evaluate in the simulator every this many steps (0 = never)."""
+    eval_episodes: int = 5
+    """Episodes per target task in periodic evaluation."""
+    checkpoint_every: int = 5_000
+    """Write a checkpoint every this many steps."""
+    checkpoint_keep: int = 3
+    """Checkpoints kept on disk (older ones are deleted; 0 = keep all)."""
+    log_every: int = 100
+    """Log scalars every this many steps."""
+    publish_every: int = 100
+    """Online: publish policy weights every this many updates."""
+    seed: int = 0
+    """Seed of network init and sampling."""
+
+
+@dataclass(frozen=True)
+class LearnerComputeConfig:
+    """The hardware: where and how the updates run (the maths is the same, up to rounding)."""
+
+    device: str = "auto"
+    """`auto` (cuda when present), `cpu`, `cuda`, `cuda:1` ..."""
     channels_last: bool = True
     """Run the encoder's convolutions in channels_last memory format."""
     amp_bf16: bool = False
@@ -130,5 +145,12 @@ class LearnerConfig:
     """torch.compile the networks (first steps are slow while it compiles)."""
     tf32: bool = True
     """CUDA: allow TF32 tensor cores for float32 matmuls and convolutions."""
-    checkpoint_keep: int = 3
-    """Checkpoints kept on disk (older ones are deleted; 0 = keep all)."""
+
+
+@dataclass(frozen=True)
+class LearnerConfig(LearnerComputeConfig, TrainingScheduleConfig, CalQLConfig):
+    """The ``learner`` section: the Cal-QL + BC objective, its training schedule and its hardware
+    settings, defined by concern above and used the same way offline and online.
+
+    One flat section on the command line (``--learner.utd_ratio``) and in presets.
+    """

@@ -31,6 +31,9 @@ class FieldDoc:
     """The schema's default (a preset may set another value)."""
     doc: str
     """The field's docstring, whitespace collapsed ("" when it has none)."""
+    concern: type | None = None
+    """The dataclass that declares the field, when its section is assembled from several
+    (``learner``: the Cal-QL objective, the training schedule, the hardware); else None."""
 
     @property
     def section(self) -> str:
@@ -81,8 +84,18 @@ def config_fields(cls: type, prefix: str = "", default: Any = None) -> list[Fiel
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             out.extend(config_fields(tp, f"{path}.", value))
         else:
-            out.append(FieldDoc(path, tp, value, docs.get(f.name, "")))
+            out.append(
+                FieldDoc(path, tp, value, docs.get(f.name, ""), declaring_class(cls, f.name))
+            )
     return out
+
+
+def declaring_class(cls: type, name: str) -> type | None:
+    """The dataclass base of ``cls`` that declares field ``name`` (None: ``cls`` itself)."""
+    for klass in cls.__mro__:
+        if name in vars(klass).get("__annotations__", {}):
+            return None if klass is cls else klass
+    return None
 
 
 @functools.cache
