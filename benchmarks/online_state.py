@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
         save_records(
             [
                 {
-                    "obs": "state",
+                    "obs": "state" if base.env.observation == "state" else "pixels",
                     "phase": "online",
                     "algorithm": r["algorithm"],
                     "reward": "model",
