@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -76,6 +77,7 @@ def start_reward(cfg: ExperimentConfig) -> list[str]:
                 str(RunDir.of(cfg).tb(f"reward_{i}").resolve()),  # the component, not its port
                 allow_insecure_remote=cfg.deploy.allow_insecure_remote,
                 name=f"reward_{i}",
+                run_dir=str(Path(cfg.deploy.run_dir).resolve()),
             )
         )
     addresses = ray.get(

@@ -137,6 +137,20 @@ def replay_restart_line(rp: dict[str, Any], now: float | None = None) -> str:
     return " ".join(parts)
 
 
+def reward_restart_line(r: dict[str, Any], now: float | None = None) -> str:
+    """A reward replica's uptime, restarts and the age of the model checkpoint it serves."""
+    now = time.time() if now is None else now
+    started, made = r.get("started_at"), r.get("checkpoint_time")
+    checkpoint = r.get("checkpoint") or ""
+    parts = [
+        f"up={_duration(now - started) if started else '?'}",
+        f"restarts={r.get('restarts', 0)}",
+        "checkpoint=" + ("/".join(checkpoint.split("/")[-2:]) or "?"),
+        f"checkpoint_age={_duration(now - made) if made else '?'}",
+    ]
+    return " ".join(parts)
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A compact human-readable table of :func:`collect`'s report."""
     lines = [f"run {report['run_dir']}  (config {report['config_hash']})"]
@@ -153,6 +167,8 @@ def format_report(report: dict[str, Any]) -> str:
             f"reward   {r['address']:<22} {state}  "
             + _fields(r, ("model_version", "batches", "frames", "largest_batch"))
         )
+        if r.get("healthy"):
+            lines.append(f"{'':<8} {reward_restart_line(r)}")
     learner = report.get("learner")
     if learner:
         flag = " STALE" if learner.get("stale") else ""

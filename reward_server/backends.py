@@ -10,7 +10,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from reward_server.model import RewardModel, read_reward_checkpoint
+from reward_server.model import RewardModel, checkpoint_file, read_reward_checkpoint
 from robofume.config.base import from_dict
 from robofume.config.reward import RewardConfig
 
@@ -43,6 +43,7 @@ def load_reward_model(
     the weights moved). The model keeps the questions and threshold it was tuned with.
     """
     payload = read_reward_checkpoint(path)
+    file = checkpoint_file(path)
     cfg = from_dict(RewardConfig, payload["reward_cfg"], "reward_cfg")
     if base_model:
         cfg = dataclasses.replace(cfg, model=base_model)
@@ -52,6 +53,8 @@ def load_reward_model(
     model.threshold = float(payload["threshold"])
     model.questions = dict(payload.get("questions", {}))
     model.meta = dict(payload.get("meta", {}))
+    model.checkpoint = str(file.resolve())
+    model.checkpoint_time = file.stat().st_mtime
     model.eval()
     log.info("loaded reward model %s from %s on %s", model.version, path, model.device)
     return model

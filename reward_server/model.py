@@ -83,6 +83,10 @@ class RewardModel(abc.ABC):
         self.questions: dict[str, str] = {}
         """Task -> question the model was trained with (answers for tasks beyond the registry)."""
         self.meta: dict[str, Any] = {}
+        self.checkpoint = ""
+        """The checkpoint file the model was loaded from ("" when trained in this process)."""
+        self.checkpoint_time = 0.0
+        """That file's modification time (unix seconds; 0 when not loaded from a file)."""
 
     # --- inference -------------------------------------------------------------------------
     def score(self, images: np.ndarray, questions: list[str]) -> np.ndarray:

@@ -34,6 +34,38 @@ log = logging.getLogger(__name__)
 WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 
 
+RESTARTS_PREFIX = "replica_"
+"""``<run_dir>/status/replica_<name>.json``: a replica's restarts in its run."""
+
+
+def count_restart(run_dir: str, name: str, tb_dir: str = "") -> int:
+    """Restarts of replica ``name`` by Ray in its run (0 on a first start, or without a run
+    directory to keep the count in); a restart is logged and noted on the replica's
+    TensorBoard run."""
+    import ray
+
+    if not run_dir:
+        return 0
+    from robofume.status import read_statuses, write_status
+
+    key = RESTARTS_PREFIX + name
+    restarts = 0
+    if ray.get_runtime_context().was_current_actor_reconstructed:
+        restarts = int(read_statuses(run_dir).get(key, {}).get("restarts", 0)) + 1
+        log.warning("reward replica %s restarted by Ray (restart %d)", name, restarts)
+        if tb_dir:
+            with contextlib.suppress(Exception):  # the note must not stop the replica
+                from torch.utils.tensorboard import SummaryWriter
+
+                from robofume import metrics as tags
+
+                with SummaryWriter(tb_dir) as tb:
+                    tb.add_scalar(tags.SERVICE_RESTARTS, restarts, restarts)
+                    tb.add_text(tags.SERVICE_STATE, f"restarted by Ray ({restarts})", restarts)
+    write_status(run_dir, key, {"restarts": restarts})
+    return restarts
+
+
 class RewardReplica:
     """Ray actor body: loads the checkpoint and serves it from a background event loop."""
 
@@ -50,6 +82,7 @@ class RewardReplica:
         tb_dir: str = "",
         allow_insecure_remote: bool = False,
         name: str = "reward",
+        run_dir: str = "",
     ):
         from robofume.logs import setup_logging
 
@@ -79,6 +112,7 @@ class RewardReplica:
 
             advertised = ray.util.get_node_ip_address()
         self.address = f"{advertised}:{self.handle.server.port}"
+        self.handle.server.restarts = count_restart(run_dir, name, tb_dir)
         self.telemetry = None
         if tb_dir:
             from reward_server.telemetry import ServerTelemetry
@@ -97,6 +131,8 @@ class RewardReplica:
             "frames": srv.batcher.frames,
             "batches": srv.batcher.batches,
             "largest_batch": srv.batcher.largest_batch,
+            "restarts": srv.restarts,
+            "started_at": srv.started_at,
             "pid": __import__("os").getpid(),
         }
 
@@ -185,6 +221,8 @@ def launch_replicas(
             cfg.deploy.tls_key,
             device,
             allow_insecure_remote=cfg.deploy.allow_insecure_remote,
+            name=f"reward_{i}",
+            run_dir=str(Path(cfg.deploy.run_dir).resolve()) if restarts else "",
         )
         for i in range(n)
     ]

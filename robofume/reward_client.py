@@ -277,7 +277,9 @@ class RewardClient:
         replica = next((r for r in self._replicas if r.address == address), None)
         replica = replica or self._pick()
         resp = replica.stub.GetInfo(reward_pb2.InfoRequest(), timeout=timeout)
-        out = MessageToDict(resp, preserving_proto_field_name=True)
+        out = MessageToDict(
+            resp, preserving_proto_field_name=True, including_default_value_fields=True
+        )
         for key in ("requests", "frames", "batches", "rejected"):  # uint64 arrive as strings
             out[key] = int(out.get(key, 0))
         out["address"] = replica.address

@@ -265,9 +265,13 @@ def test_status_shows_replay_restarts():
               "last_checkpoint_time": now - 130}  # fmt: skip
     actor = {"state": "running", "replay_restarts_seen": 1, "redelivered_episodes": 7,
              "retained_episodes": 2}  # fmt: skip
-    report = {"run_dir": "r", "config_hash": "h", "phases": None, "reward": [], "learner": None,
-              "replay": replay, "actors": {"actor_0": actor}}  # fmt: skip
+    reward = {"address": "127.0.0.1:8010", "healthy": True, "model_version": "cnn-1",
+              "started_at": now - 30, "restarts": 2, "checkpoint": "/r/reward/model.pt",
+              "checkpoint_time": now - 3700}  # fmt: skip
+    report = {"run_dir": "r", "config_hash": "h", "phases": None, "reward": [reward],
+              "learner": None, "replay": replay, "actors": {"actor_0": actor}}  # fmt: skip
     text = format_report(report)
+    assert "up=0m30s restarts=2 checkpoint=reward/model.pt checkpoint_age=1h01m" in text
     assert "epoch=42 up=1m0" in text and "restored=2026-01-01T00:00" in text
     assert "checkpoints=3 last_checkpoint_age=2m1" in text
     assert "replay_restarts_seen=1 redelivered_episodes=7 retained_episodes=2" in text

@@ -6,8 +6,10 @@ import dataclasses
 import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
+import portpicker
 import pytest
 import reward_fixtures as fx
 
@@ -32,7 +34,10 @@ def test_two_ray_replicas_serve_and_survive_one_dying(tmp_path):
     data = build_dataset(fx.episodes(n_target=4, n_failure=2), reward)
     ckpt = finetune_data(data, reward, tmp_path / "reward", steps=5, device="cpu").checkpoint
     cfg = ExperimentConfig(reward=reward)
-    cfg = cfg.replace(deploy=dataclasses.replace(cfg.deploy, num_reward_replicas=2))
+    run_dir = str(tmp_path / "run")
+    cfg = cfg.replace(
+        deploy=dataclasses.replace(cfg.deploy, num_reward_replicas=2, run_dir=run_dir)
+    )
 
     from reward_server.ray_replicas import launch_replicas
 
@@ -40,7 +45,10 @@ def test_two_ray_replicas_serve_and_survive_one_dying(tmp_path):
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     replicas = None
     try:
-        replicas = launch_replicas(ckpt, cfg, port=0)
+        port = portpicker.pick_unused_port()
+        while portpicker.is_port_free(port + 1) is False:
+            port = portpicker.pick_unused_port()
+        replicas = launch_replicas(ckpt, cfg, port=port)  # a fixed port: Ray restarts them
         assert len(replicas.addresses) == 2 and len(set(replicas.addresses)) == 2
         assert all(a.startswith("127.0.0.1:") for a in replicas.addresses)
         info = replicas.info()
@@ -60,6 +68,16 @@ def test_two_ray_replicas_serve_and_survive_one_dying(tmp_path):
             later = [client.score(imgs, "vase_forward") for _ in range(4)]
             assert {r.address for r in later} == {info[1]["address"]}
             assert all(r.probs.shape == (2,) for r in later)
+            client.wait_ready(all_replicas=True, timeout=120)  # Ray restarted it, same port
+            again = client.info(info[0]["address"])
+            assert again["restarts"] == 1 and client.info(info[1]["address"])["restarts"] == 0
+            assert again["checkpoint"] == str(Path(ckpt).resolve())
+            assert abs(again["checkpoint_time"] - Path(ckpt).stat().st_mtime) < 1e-3
+            assert again["started_at"] > info[0]["started_at"]
+            from deploy.status import reward_restart_line
+
+            line = reward_restart_line({**again, "healthy": True})
+            assert "restarts=1 checkpoint=reward/model.pt checkpoint_age=" in line
     finally:
         if replicas is not None:
             replicas.stop()
