@@ -289,6 +289,9 @@ def test_every_component_wrote_its_tensorboard_tags(cluster):
         tags.ACTOR_POLICY_LAG,
         tags.ACTOR_LABEL_LAG_STEPS,
         tags.ACTOR_INTERVENTIONS,
+        tags.ACTOR_WEIGHTS_REFUSED,  # refused forged/old weights, on the dashboard
+        tags.ACTOR_REPLAY_RESTARTS,
+        tags.ACTOR_REDELIVERED_EPISODES,
     } <= actor
     assert any(t.startswith(tags.SUCCESS_RATE) for t in actor)
     assert any(t.startswith(tags.PREDICTED_SUCCESS_RATE) for t in actor)
