@@ -17,7 +17,6 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as _reflection_pb2
-from grpc_reflection.v1alpha._async import ReflectionServicer
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
@@ -97,7 +96,7 @@ def add_health(servicer: Any, server: grpc.aio.Server) -> None:
 
 def add_reflection(service_names: tuple[str, ...], server: grpc.aio.Server) -> None:
     """Server reflection of ``service_names`` (and of itself)."""
-    servicer = ReflectionServicer((*service_names, reflection.SERVICE_NAME))
+    servicer = reflection.aio.ReflectionServicer((*service_names, reflection.SERVICE_NAME))
     add_service(
         server,
         reflection.SERVICE_NAME,
