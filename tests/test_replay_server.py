@@ -243,3 +243,24 @@ def test_a_wiped_table_is_told_from_a_restart():
     assert unexplained_shrink(before, {"size": 130, "epoch": 1}, deleted=10) is None  # own deletes
     assert unexplained_shrink(before, {"size": 150, "epoch": 1}, 0) is None
     assert unexplained_shrink({}, {"size": 0, "epoch": 1}, 0) is None
+
+
+def test_a_reset_of_a_real_table_is_reported_as_a_wipe(cfg, server):
+    """What the learner reads (table stats and the marker's epoch) before and after another
+    client resets the ``online`` table of a real server."""
+    import reverb
+
+    from robofume.replay_client.info import stats_client, table_stats, unexplained_shrink
+    from robofume.replay_client.marker import read_marker
+
+    def read(client) -> dict:
+        return {**table_stats(client, 5.0), "epoch": read_marker(client, 5.0).epoch}
+
+    client = stats_client(server.address)
+    EpisodeWriter(server.address, cfg).write(coded_episode(cfg, 1, 40))
+    before = read(client)
+    assert before["size"] == 40
+    assert unexplained_shrink(before, read(client), deleted=0) is None
+    reverb.Client(server.address).reset(ONLINE_TABLE)  # an attacker, or a careless script
+    why = unexplained_shrink(before, read(client), deleted=0)
+    assert why and "shrank from 40 to 0 items without a server restart" in why
