@@ -176,8 +176,8 @@ def labelled_segment(seq: int) -> Segment:
     return seg
 
 
-@pytest.mark.timeout(60)
-def test_delivery_queue_redelivers_what_a_restart_lost(tmp_path):
+def fake_delivery(tmp_path, marker_poll_s: float) -> tuple[FakeReplay, Outbox, DeliveryQueue]:
+    """A started delivery queue writing to a :class:`FakeReplay` through an outbox."""
     replay = FakeReplay()
     outbox = Outbox(tmp_path / "outbox", memory_limit=2, max_episodes=100)
     queue = DeliveryQueue(
@@ -189,9 +189,15 @@ def test_delivery_queue_redelivers_what_a_restart_lost(tmp_path):
         retry_s=0.05,
         discount=0.99,
         outbox=outbox,
-        marker_poll_s=0.05,
+        marker_poll_s=marker_poll_s,
     )
     queue.start()
+    return replay, outbox, queue
+
+
+@pytest.mark.timeout(60)
+def test_delivery_queue_redelivers_what_a_restart_lost(tmp_path):
+    replay, outbox, queue = fake_delivery(tmp_path, marker_poll_s=0.05)
     try:
         for seq in range(3):
             queue.put(labelled_segment(seq))
@@ -220,20 +226,7 @@ def test_a_write_before_the_restarted_server_shows_its_epoch_is_sent_again_at_on
     """For a moment a restarted server still serves its restored marker (old epoch): a write
     then learns of the restart only from the next read. The lost episodes and that write are
     sent again within the same delivery, not at the next idle poll."""
-    replay = FakeReplay()
-    outbox = Outbox(tmp_path / "outbox", memory_limit=2, max_episodes=100)
-    queue = DeliveryQueue(
-        lambda: replay,
-        None,
-        spill_dir=tmp_path,
-        memory_limit=10,
-        label_wait_s=0.0,
-        retry_s=0.05,
-        discount=0.99,
-        outbox=outbox,
-        marker_poll_s=3600.0,  # no idle polls
-    )
-    queue.start()
+    replay, outbox, queue = fake_delivery(tmp_path, marker_poll_s=3600.0)  # no idle polls
     try:
         queue.put(labelled_segment(0))
         assert queue.wait_idle(20)
