@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from robofume.replay_client.errors import ReplayMarkerForgedError
 from robofume.replay_client.marker import Marker
 from robofume.replay_client.writer import EPISODE_ID_META
 from robofume.types import Episode
@@ -87,6 +88,8 @@ class Outbox:
         self.redelivered = 0
         self.covered = 0
         self.overflow = 0
+        self.forged_markers = 0
+        """Marker reads whose authenticator did not match (ignored)."""
 
     # --- state -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -134,6 +137,19 @@ class Outbox:
         self._drop_covered(marker)
         return restarted
 
+    def observe_from(self, sink: Any) -> None:
+        """:meth:`observe` the marker ``sink`` reads; a forged one (its authenticator does
+        not match) is counted and ignored, so it can neither cover nor restart anything."""
+        try:
+            marker = sink.read_marker()
+        except ReplayMarkerForgedError as err:
+            self.forged_markers += 1
+            if self.forged_markers == 1 or self.forged_markers % 100 == 0:
+                log.error("%s (%d so far); keeping every episode until a genuine marker "
+                          "covers it", err, self.forged_markers)  # fmt: skip
+            return
+        self.observe(marker)
+
     def add(self, episode: Episode) -> None:
         """``episode`` was written for the first time (call :meth:`observe` next)."""
         entry = _Entry(self._next_number, len(episode), episode, None)
@@ -176,11 +192,11 @@ class Outbox:
 
         ``sink`` writes episodes and reads the server's marker (``write``, ``read_marker``).
         """
-        self.observe(sink.read_marker())
+        self.observe_from(sink)
         while (episode := self.next_due()) is not None:
             sink.write(episode)
             self.redelivered_one()
-            self.observe(sink.read_marker())
+            self.observe_from(sink)
 
     def close(self) -> int:
         """Spill every kept episode, and the index of their markers, for the next start;

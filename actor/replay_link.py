@@ -84,7 +84,7 @@ class ReplayLink:
                 seg.pieces_delivered += 1
                 if marked is not None:
                     self.outbox.add(episode)
-                    self.outbox.observe(marked.read_marker())
+                    self.outbox.observe_from(marked)
             if marked is not None and self.outbox.due:  # a restart showed after a write
                 self.outbox.resend_lost(marked)
         except Exception as err:

@@ -99,6 +99,7 @@ def outbox_status(outbox: Outbox | None) -> dict[str, Any]:
         "replay_epoch": marker.epoch if marker else None,
         "replay_checkpoints": marker.completed if marker else None,
         "outbox_overflow": outbox.overflow,
+        "replay_forged_markers": outbox.forged_markers,
     }
 
 

@@ -109,13 +109,14 @@ def audit_replay(run_dir: Path, work: Path) -> dict[str, Any]:
     shutil.copytree(found[-1], copy)
     _patch_rate_limiter(copy / "tables.tfrecord")
     from robofume.replay_client.tables import (
+        MARKER_MAC_TABLE,
         MARKER_TABLE,
         ONLINE_TABLE,
         VERSION_TABLE,
         WEIGHTS_TABLE,
     )
 
-    names = (ONLINE_TABLE, WEIGHTS_TABLE, VERSION_TABLE, MARKER_TABLE)
+    names = (ONLINE_TABLE, WEIGHTS_TABLE, VERSION_TABLE, MARKER_TABLE, MARKER_MAC_TABLE)
     tables = [reverb.Table.queue(name, 1) for name in names]  # replaced by the checkpoint's
     server = reverb.Server(tables, checkpointer=reverb.checkpointers.DefaultCheckpointer(str(work)))
     try:

@@ -13,7 +13,15 @@ SERVICE_BEAT_PREFIX = "service_"
 """Heartbeat files of the Ray-hosted services (``deploy.services``): ``service_<name>``."""
 
 
-def _probe_replay(address: str) -> dict[str, Any]:
+def _secret_if_any(cfg: ExperimentConfig) -> bytes | None:
+    """The deployment secret when its file exists (status never creates one)."""
+    from robofume.auth import ensure_secret, secret_path
+
+    path = secret_path(cfg.deploy)
+    return ensure_secret(path) if path.exists() else None
+
+
+def _probe_replay(address: str, secret: bytes | None = None) -> dict[str, Any]:
     try:
         from robofume.replay_client.info import stats_client, table_stats
         from robofume.replay_client.marker import read_marker
@@ -21,7 +29,7 @@ def _probe_replay(address: str) -> dict[str, Any]:
         client = stats_client(address)
         stats = table_stats(client, timeout_s=3.0)
         try:  # live: a restart shows even before the new server's first heartbeat
-            marker = read_marker(client, timeout_s=3.0, address=address)
+            marker = read_marker(client, timeout_s=3.0, address=address, secret=secret)
             stats.update(epoch=marker.epoch, checkpoints_completed=marker.completed)
         except Exception as err:  # an older server without markers, or starting
             stats["marker_error"] = str(err).splitlines()[0][:200]
@@ -77,7 +85,7 @@ def collect(cfg: ExperimentConfig, live: bool = True) -> dict[str, Any]:
         },
     }
     if live:
-        report["replay"].update(_probe_replay(cfg.deploy.replay_address))
+        report["replay"].update(_probe_replay(cfg.deploy.replay_address, _secret_if_any(cfg)))
         report["reward"] = _probe_reward(cfg)
     return report
 
@@ -197,6 +205,7 @@ def format_report(report: dict[str, Any]) -> str:
         )
         lines.append(f"{name:<8} " + _fields(actor, keys) + flag)
         keys = ("replay_restarts_seen", "redelivered_episodes", "retained_episodes")
+        keys += ("replay_forged_markers",)
         lines.append(f"{'':<8} " + _fields(actor, keys))
         refusals = actor.get("weights_refusals") or {}
         if refusals:

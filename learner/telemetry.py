@@ -37,6 +37,7 @@ class LearnerTelemetry:
     """
 
     def __init__(self, cfg: ExperimentConfig, address: str, sampler: Any, metric_tags: dict):
+        from robofume.auth import deployment_secret
         from robofume.replay_client.info import stats_client
 
         self.cfg = cfg
@@ -44,6 +45,7 @@ class LearnerTelemetry:
         self.sampler = sampler
         self.metric_tags = metric_tags
         self._stats_client = stats_client(address)
+        self._secret = deployment_secret(cfg.deploy)
         self._tb: Any = None
         self._replay: dict[str, Any] = {}
         self._beats: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW_BEATS)
@@ -63,7 +65,9 @@ class LearnerTelemetry:
         timeout = self.cfg.replay.rpc_timeout_s
         try:
             stats = table_stats(self._stats_client, timeout_s=timeout)
-            stats["epoch"] = read_marker(self._stats_client, timeout, self.address).epoch
+            stats["epoch"] = read_marker(
+                self._stats_client, timeout, self.address, self._secret
+            ).epoch
         except (ReplayUnavailableError, ReplayConfigMismatchError) as err:
             log.warning("replay stats unavailable: %s", err)
             return {}

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from robofume.auth import deployment_secret
 from robofume.replay_client.errors import ReplayConfigMismatchError
 from robofume.replay_client.info import server_info, table_stats
 from robofume.replay_client.marker import Marker, read_marker, write_marker
@@ -89,6 +90,8 @@ class ReplayServer:
         self.port = int(self._server.port)
         self.address = f"127.0.0.1:{self.port}"
         self._client = reverb.Client(self.address)
+        self._secret = deployment_secret(cfg.deploy)
+        """Authenticates the marker (``replay_client.marker``) to the actors and the learner."""
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self.last_checkpoint: str | None = str(found[-1]) if found else None
@@ -106,13 +109,14 @@ class ReplayServer:
                 self._server.stop()
                 raise
         self.restored_epoch = restored.epoch if restored else None
-        self.epoch = time.time_ns()
+        # start times, and later than the restored one even if the clock went back
+        self.epoch = max(time.time_ns(), restored.epoch + 1 if restored else 0)
         completed = 0
         if restored is not None:  # written just before that checkpoint: it is one more
             completed = restored.completed + (1 if restored.in_progress else 0)
         self.marker = Marker(self.epoch, completed, False)
         try:
-            write_marker(self._client, self.marker, cfg.replay.rpc_timeout_s)
+            write_marker(self._client, self.marker, cfg.replay.rpc_timeout_s, self._secret)
         except Exception:
             self._server.stop()
             raise
@@ -192,15 +196,15 @@ class ReplayServer:
         timeout = self.cfg.replay.rpc_timeout_s
         with self._lock:
             n = self.marker.completed
-            write_marker(self._client, Marker(self.epoch, n, True), timeout)
+            write_marker(self._client, Marker(self.epoch, n, True), timeout, self._secret)
             try:
                 path = self._client.checkpoint()
             except BaseException:
                 self.marker = Marker(self.epoch, n, False)
-                write_marker(self._client, self.marker, timeout)
+                write_marker(self._client, self.marker, timeout, self._secret)
                 raise
             self.marker = Marker(self.epoch, n + 1, False)
-            write_marker(self._client, self.marker, timeout)
+            write_marker(self._client, self.marker, timeout, self._secret)
             self.last_checkpoint = path
             self.last_checkpoint_time = time.time()
             self.checkpoints_written += 1

@@ -213,7 +213,7 @@ def test_checkpoint_from_before_markers_is_refused(tmp_path):
 
     cfg = replay_config(tmp_path)
     ckpt = tmp_path / "old"
-    old = [t for t in make_tables(cfg) if t.name != "replay_marker"]
+    old = [t for t in make_tables(cfg) if not t.name.startswith("replay_marker")]
     sig = {"x": tf.TensorSpec((), tf.int64)}
     old[0] = reverb.Table("online", reverb.selectors.Uniform(), reverb.selectors.Fifo(), 10,
                           reverb.rate_limiters.MinSize(1), signature=sig)  # fmt: skip
@@ -275,3 +275,51 @@ def test_status_shows_replay_restarts():
     assert "epoch=42 up=1m0" in text and "restored=2026-01-01T00:00" in text
     assert "checkpoints=3 last_checkpoint_age=2m1" in text
     assert "replay_restarts_seen=1 redelivered_episodes=7 retained_episodes=2" in text
+
+
+def test_a_forged_marker_covers_nothing_and_restarts_nothing(tmp_path):
+    """Someone on the network overwrites the marker: more checkpoints than were written (the
+    actors would forget what they keep), then a new epoch (a fake restart). Actors and the
+    learner's sampler check its authenticator and ignore it; delivery goes on."""
+    import reverb
+
+    from replay.server import start_replay_server
+    from robofume.replay_client.errors import ReplayMarkerForgedError
+    from robofume.replay_client.marker import Marker, write_marker
+
+    run_dir = tmp_path / "run"
+    cfg = replay_config(run_dir, replay={"min_size_to_sample": 1}, learner={"utd_ratio": 100})
+    server = start_replay_server(cfg, checkpoint_dir=run_dir / "replay", heartbeat=False)
+    queue = actor_queue(cfg, server.address, tmp_path / "a")
+    try:
+        deliver(queue, cfg, range(0, 2))
+        assert len(queue.outbox) == 2
+        genuine = EpisodeWriter(server.address, cfg).read_marker()
+        attacker = reverb.Client(server.address)
+        write_marker(attacker, Marker(genuine.epoch, genuine.completed + 5, False))
+        with pytest.raises(ReplayMarkerForgedError, match="fails authentication"):
+            EpisodeWriter(server.address, cfg).read_marker()
+        deliver(queue, cfg, range(2, 3))  # delivery goes on
+        assert len(queue.outbox) == 3 and queue.outbox.covered == 0
+        assert queue.outbox.forged_markers >= 1
+        write_marker(attacker, Marker(genuine.epoch + 1, 0, False), secret=b"x" * 32)  # wrong key
+        deliver(queue, cfg, range(3, 4))
+        assert queue.outbox.restarts_seen == 0 and queue.outbox.redelivered == 0
+        assert len(queue.outbox) == 4
+        assert stats_at(server.address)["size"] == 4 * STEPS  # nothing written twice
+        sampler = OnlineSampler(server.address, 4, timeout_s=0.5, rpc_timeout_s=2,
+                                secret=deployment_secret(cfg.deploy))  # fmt: skip
+        try:
+            assert sampler._follow_epoch() == "unknown"  # the forged epoch is not followed
+        finally:
+            sampler.close()
+        server.checkpoint()  # the server's own marker again: it covers what it holds
+        deliver(queue, cfg, range(4, 5))
+        # 0-1 were read genuine before checkpoint 1; 2-3 were not, so they wait for the next
+        assert queue.outbox.covered == 2 and len(queue.outbox) == 3
+        server.checkpoint()
+        deliver(queue, cfg, range(5, 6))
+        assert queue.outbox.covered == 5 and len(queue.outbox) == 1
+    finally:
+        queue.close(1.0)
+        server.stop(checkpoint=False)

@@ -243,6 +243,7 @@ def test_a_wiped_table_is_told_from_a_restart():
     assert unexplained_shrink(before, {"size": 130, "epoch": 1}, deleted=10) is None  # own deletes
     assert unexplained_shrink(before, {"size": 150, "epoch": 1}, 0) is None
     assert unexplained_shrink({}, {"size": 0, "epoch": 1}, 0) is None
+    assert "played back" in unexplained_shrink(before, {"size": 0, "epoch": 0}, 0)  # an old one
 
 
 def test_a_reset_of_a_real_table_is_reported_as_a_wipe(cfg, server):

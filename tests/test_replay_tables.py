@@ -69,5 +69,11 @@ def test_reverb_accepts_the_limiter_for_presets(tmp_path):
     for preset_overrides in ({}, {"learner": {"utd_ratio": 8.0, "batch_size": 256}}):
         tables = make_tables(replay_config(tmp_path, **preset_overrides))
         names = [t.name for t in tables]
-        assert names == ["online", "policy_weights", "policy_version", "replay_marker"]
+        assert names == [
+            "online",
+            "policy_weights",
+            "policy_version",
+            "replay_marker",
+            "replay_marker_mac",
+        ]
         assert all(isinstance(t, reverb.Table) for t in tables)

@@ -20,3 +20,9 @@ class EpisodeRejectedError(ValueError):
 
 class ReplayConfigMismatchError(ValueError):
     """The server's table signature differs from what this process' config expects."""
+
+
+class ReplayMarkerForgedError(ReplayUnavailableError):
+    """The replay marker does not carry the authenticator of this deployment's secret: someone
+    other than the replay server wrote it. It is ignored, as if unreadable (nothing an actor
+    keeps is forgotten for it, and no restart is assumed from it)."""

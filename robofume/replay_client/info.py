@@ -88,7 +88,15 @@ def unexplained_shrink(prev: dict[str, Any], now: dict[str, Any], deleted: int) 
     restart (a new epoch) restores a checkpoint. What else shrinks it is a reset or deletes by
     someone else (``deleted``: items this process deleted itself, duplicates and forgeries).
     """
-    if not prev or not now or prev.get("epoch") != now.get("epoch"):
+    if not prev or not now:
+        return None
+    if now.get("epoch", 0) < prev.get("epoch", 0):  # epochs are start times: played back
+        return (
+            f"replay marker went back from epoch {prev['epoch']} to {now['epoch']} (a recorded "
+            f"marker played back) while table '{ONLINE_TABLE}' went from {prev['size']} to "
+            f"{now['size']} items"
+        )
+    if prev.get("epoch") != now.get("epoch"):
         return None
     lost = prev["size"] - now["size"] - deleted
     if lost <= max(8, 0.05 * prev["size"]):

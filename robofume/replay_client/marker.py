@@ -23,19 +23,37 @@ the restored one, written just before that checkpoint (old epoch, ``in_progress`
 lost by this: such a marker covers only what its checkpoint holds, and an episode written then
 is delivered again once the new epoch shows (the sampler drops the copy by its episode id).
 
+Authentication: the server writes, after every marker, its HMAC-SHA256 under the deployment
+secret into ``replay_marker_mac`` (:func:`marker_mac`). A reader that holds the secret checks it
+and takes a marker without a matching authenticator for unreadable
+(:class:`ReplayMarkerForgedError`): a forged marker can then neither make actors forget episodes
+they keep nor pass a wipe off as a restart. (A marker restored from a checkpoint written before
+the authenticator existed is unauthenticated until the server writes its own, at start.)
+
 :func:`read_marker` and :func:`write_marker` import Reverb; :class:`Marker` does not.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import struct
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from robofume.replay_client.errors import ReplayConfigMismatchError, ReplayUnavailableError
+from robofume.replay_client.errors import (
+    ReplayConfigMismatchError,
+    ReplayMarkerForgedError,
+    ReplayUnavailableError,
+)
 from robofume.replay_client.info import run_with_deadline, server_info
-from robofume.replay_client.tables import MARKER_TABLE
+from robofume.replay_client.tables import MARKER_MAC_TABLE, MARKER_TABLE
+
+MARKER_DOMAIN = b"robofume replay marker v1\0"
+"""Prefix of the authenticated bytes, so a marker MAC is never valid for anything else."""
 
 
 @dataclass(frozen=True)
@@ -67,30 +85,76 @@ class Marker:
         return cls(int(data["epoch"]), int(data["completed"]), bool(data["in_progress"]))
 
 
-def write_marker(client: Any, marker: Marker, timeout_s: float = 10.0) -> None:
-    """Make ``marker`` the one item of ``replay_marker`` (the previous one is evicted)."""
-    step = {
-        "epoch": np.asarray(marker.epoch, np.int64),
-        "completed": np.asarray(marker.completed, np.int64),
-        "in_progress": np.asarray(marker.in_progress, np.bool_),
-    }
+def marker_mac(secret: bytes, marker: Marker) -> bytes:
+    """HMAC-SHA256 of ``marker`` under the deployment secret (32 bytes)."""
+    body = struct.pack("<qq?", marker.epoch, marker.completed, marker.in_progress)
+    return hmac.new(secret, MARKER_DOMAIN + body, hashlib.sha256).digest()
+
+
+def _write_one(client: Any, table: str, step: dict[str, np.ndarray], timeout_s: float) -> None:
     writer = client.trajectory_writer(num_keep_alive_refs=1)
     try:
         writer.append(step)
-        writer.create_item(MARKER_TABLE, 1.0, {k: writer.history[k][-1] for k in step})
+        writer.create_item(table, 1.0, {k: writer.history[k][-1] for k in step})
         writer.end_episode(timeout_ms=max(1, int(timeout_s * 1000)))
     finally:
         writer.close()
 
 
-def read_marker(client: Any, timeout_s: float = 10.0, address: str = "") -> Marker:
+def write_marker(
+    client: Any, marker: Marker, timeout_s: float = 10.0, secret: bytes | None = None
+) -> None:
+    """Make ``marker`` the one item of ``replay_marker`` (the previous one is evicted) and,
+    with ``secret``, its authenticator the one item of ``replay_marker_mac``."""
+    step = {
+        "epoch": np.asarray(marker.epoch, np.int64),
+        "completed": np.asarray(marker.completed, np.int64),
+        "in_progress": np.asarray(marker.in_progress, np.bool_),
+    }
+    _write_one(client, MARKER_TABLE, step, timeout_s)
+    if secret is not None:
+        mac = np.frombuffer(marker_mac(secret, marker), np.uint8)
+        _write_one(client, MARKER_MAC_TABLE, {"mac": mac}, timeout_s)
+
+
+def read_marker(
+    client: Any, timeout_s: float = 10.0, address: str = "", secret: bytes | None = None
+) -> Marker:
     """The server's current marker.
 
     Raises ReplayUnavailableError when the server does not answer within ``timeout_s`` or has
     not written its first marker yet (it is starting), and ReplayConfigMismatchError when it
-    has no ``replay_marker`` table (a server from before markers).
+    has no ``replay_marker`` table (a server from before markers). With ``secret``, a marker
+    whose authenticator does not match raises ReplayMarkerForgedError (read twice first: the
+    server writes the marker, then its authenticator).
     """
     where = address or getattr(client, "server_address", "replay")
+    marker = _read_marker(client, timeout_s, where)
+    if secret is None:
+        return marker
+    for attempt in range(2):
+        mac = _with_deadline(lambda: _sample_mac(client, timeout_s), timeout_s, where)
+        if mac is not None and hmac.compare_digest(mac, marker_mac(secret, marker)):
+            return marker
+        if attempt == 0:
+            time.sleep(0.05)
+            marker = _read_marker(client, timeout_s, where)
+    raise ReplayMarkerForgedError(
+        f"replay marker at {where} ({marker}) fails authentication: it was not written by a "
+        "replay server holding this deployment's secret; ignoring it"
+    )
+
+
+def _sample_mac(client: Any, timeout_s: float) -> bytes | None:
+    """The one authenticator in ``replay_marker_mac`` (None: none written yet)."""
+    infos = server_info(client, timeout_s)
+    if MARKER_MAC_TABLE not in infos or infos[MARKER_MAC_TABLE].current_size < 1:
+        return None
+    sample = next(client.sample(MARKER_MAC_TABLE, 1, emit_timesteps=False))
+    return np.asarray(sample.data[0], np.uint8).tobytes()
+
+
+def _read_marker(client: Any, timeout_s: float, where: str) -> Marker:
     try:
         infos = server_info(client, timeout_s)
     except Exception as err:

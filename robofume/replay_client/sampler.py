@@ -249,7 +249,7 @@ class OnlineSampler:
         from robofume.replay_client.marker import read_marker
 
         try:
-            epoch = read_marker(self._client, self.rpc_timeout_s, self.address).epoch
+            epoch = read_marker(self._client, self.rpc_timeout_s, self.address, self._secret).epoch
         except Exception as err:  # a server without markers or still starting: keep the memory
             log.debug("replay marker unavailable: %s", err)
             return "unknown"

@@ -54,6 +54,9 @@ VERSION_TABLE = "policy_version"
 """The version of the item in ``policy_weights`` (one tiny item, for cheap checks)."""
 
 MARKER_TABLE = "replay_marker"
+MARKER_MAC_TABLE = "replay_marker_mac"
+"""The marker's authenticator (``replay_client.marker``): its own table, so that checkpoints
+written before it existed still restore (a table missing from a checkpoint starts empty)."""
 """The server's epoch and checkpoint counter (one tiny item, see ``marker``)."""
 
 TRANSITION_KEYS = BATCH_KEYS
@@ -210,6 +213,7 @@ def make_tables(cfg: ExperimentConfig) -> list[Any]:
         newest_only(WEIGHTS_TABLE),
         newest_only(VERSION_TABLE, {"version": tf.TensorSpec((), tf.int64, name="version")}),
         newest_only(MARKER_TABLE, marker_signature()),
+        newest_only(MARKER_MAC_TABLE, {"mac": tf.TensorSpec((32,), tf.uint8, name="mac")}),
     ]
 
 

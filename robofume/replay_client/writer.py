@@ -150,7 +150,7 @@ class EpisodeWriter:
     def read_marker(self) -> Marker:
         """The server's epoch and checkpoint marker (see ``robofume.replay_client.marker``); raises
         ReplayUnavailableError when it does not answer (or is still starting)."""
-        return read_marker(self._client, self.timeout_s, self.address)
+        return read_marker(self._client, self.timeout_s, self.address, self._secret)
 
     def close(self) -> None:
         """Nothing is held between writes; kept for symmetry with the other clients."""
