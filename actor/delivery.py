@@ -64,7 +64,7 @@ class DeliveryQueue:
         self.discount = discount
         self.address = address
         self._on_finalized = on_finalized
-        self.link = ReplayLink(sink_factory, outbox, address, self._backlog)
+        self.link = ReplayLink(sink_factory, outbox, address, self._buffered)
         self.outbox = outbox
         """Written episodes not yet in a replay checkpoint (None: forget them once written)."""
         self.marker_poll_s = marker_poll_s
@@ -154,6 +154,9 @@ class DeliveryQueue:
             f"{self.pending} episodes ({n} transitions) wait for labels, {self.spilled} "
             f"spilled to {self.spill_dir}"
         )
+
+    def _buffered(self) -> str:
+        return f"{self.pending} episodes buffered, {self.spilled} spilled to {self.spill_dir}"
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until everything handed over is delivered (or the timeout passes)."""

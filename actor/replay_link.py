@@ -48,14 +48,15 @@ class ReplayLink:
         sink_factory: Callable[[], EpisodeSink],
         outbox: Outbox | None,
         address: str,
-        backlog: Callable[[], str],
+        buffered: Callable[[], str],
     ):
         self._sink_factory = sink_factory
         self._sink: EpisodeSink | None = None
         self.outbox = outbox
         """Written episodes not yet in a replay checkpoint (None: forget them once written)."""
         self.address = address
-        self._backlog = backlog
+        self._buffered = buffered
+        """Says what the actor keeps meanwhile, for the warning."""
         self.down_since: float | None = None
         """When replay became unreachable (None while it answers)."""
         self.last_error = ""
@@ -92,10 +93,12 @@ class ReplayLink:
             if not is_unavailable(err):
                 raise
             self._sink = None  # reconnect on the next try
+            # the warning goes out before the state says unreachable, so whoever sees the
+            # state (status, tests) finds the warning in the log too
+            log.warning("replay unreachable at %s (%s); %s", self.address, err, self._buffered())
+            self.last_error = f"replay: {err}"
             if self.down_since is None:
                 self.down_since = time.monotonic()
-            self.last_error = f"replay: {err}"
-            log.warning("replay unreachable at %s (%s); %s", self.address, err, self._backlog())
             return False
         self.writing_since = None
         self.last_error = ""

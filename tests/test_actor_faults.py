@@ -73,7 +73,7 @@ def test_replay_killed_and_restarted_mid_run(tmp_path, replay, reward, caplog):
     # delivers again what it had delivered before (no checkpoint ever held it)
     replay.stop(checkpoint=False)
     delivery = bg.loop.delivery
-    with caplog.at_level(logging.WARNING, logger="actor.delivery"):
+    with caplog.at_level(logging.WARNING, logger="actor"):
         wait_until(
             lambda: (
                 delivery.spilled >= 2 and delivery.pending >= 4 and not delivery.replay_reachable
