@@ -149,7 +149,7 @@ def run_one(
     from actor.labels import LabelTracker
     from actor.loop import Actor, ResetFreeLoop
     from learner.buffer import OfflineBuffer, mix_batches, split_sizes
-    from learner.checkpoint import read_checkpoint
+    from learner.checkpoint import checkpoint_path, read_checkpoint
     from learner.data import load_pretrain_episodes
     from learner.learner import Learner
     from learner.online import NO_CALIBRATION
@@ -277,6 +277,11 @@ def run_one(
         "seconds": time.perf_counter() - start_time,
     }
     out.mkdir(parents=True, exist_ok=True)
+    # the fine-tuned policy, for `robofume evaluate` (e.g. --stochastic, as the actor acts)
+    learner.save(
+        checkpoint_path(out / "checkpoints", learner.num_updates),
+        {"online_env_steps": loop.steps, "pretrained": str(pretrained)},
+    )
     result_file.write_text(json.dumps(result, indent=1))
     return result
 
