@@ -25,6 +25,22 @@ def online_success(curve: list[dict]) -> tuple[list[int], list[float]]:
     return steps, rates
 
 
+def pooled_online_success(runs: list[dict]) -> tuple[list[int], list[float]]:
+    """Per evaluation window, the true successes of every seed's forward episodes over all of
+    their forward episodes (each episode counts once, whichever seed it came from)."""
+    counts: dict[int, list[int]] = {}
+    for r in runs:
+        prev = (0, 0)
+        for point in r["curve"][1:]:
+            lab = point["labels"]
+            now = (lab["forward_episodes"], lab["forward_true_success"])
+            n, k = counts.setdefault(point["env_steps"], [0, 0])
+            counts[point["env_steps"]] = [n + now[0] - prev[0], k + now[1] - prev[1]]
+            prev = now
+    steps = sorted(s for s, (n, _) in counts.items() if n)
+    return steps, [counts[s][1] / counts[s][0] for s in steps]
+
+
 def plot_curves(results: list[dict], references: dict[str, float], path: Path, title: str) -> Path:
     """Left: evaluation success vs env steps per algorithm (mean over seeds, seeds thin), with
     reference lines. Right: success of the actor's own forward episodes per window."""
@@ -43,10 +59,9 @@ def plot_curves(results: list[dict], references: dict[str, float], path: Path, t
         for y in ys:
             ax.plot(steps[: len(y)], y, color=f"C{i}", alpha=0.3, lw=0.8)
         ax.plot(steps, ys.mean(0), color=f"C{i}", lw=2, label=label)
-        for n, r in enumerate(runs):
-            x, y = online_success(r["curve"])
-            ax2.plot(x, y, color=f"C{i}", lw=2 if n == 0 else 0.8, marker="o", ms=3,
-                     label=label if n == 0 else None)  # fmt: skip
+        for r in runs:
+            ax2.plot(*online_success(r["curve"]), color=f"C{i}", alpha=0.3, lw=0.8)
+        ax2.plot(*pooled_online_success(runs), color=f"C{i}", lw=2, marker="o", ms=3, label=label)
     styles = iter(["--", ":", "-."])
     for name, value in references.items():
         style = next(styles, "--")
@@ -57,7 +72,9 @@ def plot_curves(results: list[dict], references: dict[str, float], path: Path, t
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("evaluation: deterministic policy, 20 held-out initial states", fontsize=8)
     ax2.set_xlabel("environment steps (online, reset-free)")
-    ax2.set_title("the actor's own forward episodes (stochastic), per 2.5k-step window", fontsize=8)
+    ax2.set_title(
+        "the actor's own forward episodes (stochastic), per window: all seeds pooled", fontsize=8
+    )
     ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
