@@ -133,7 +133,7 @@ def report(results: list[dict], args: argparse.Namespace, obs: str) -> None:
                     / max(r["labels"]["forward_episodes"], 1),
                     "online_false_positive_rate": r["labels"]["false_positive_rate"],
                     "machine": machine(load=False),
-                    "date": time.strftime("%Y-%m-%d"),
+                    "date": r.get("date") or time.strftime("%Y-%m-%d"),
                 }
                 for r in results
             ]

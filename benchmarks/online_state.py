@@ -275,6 +275,7 @@ def run_one(
         "labels": delivery.summary(),
         "human_resets": loop.human_resets,
         "seconds": time.perf_counter() - start_time,
+        "date": time.strftime("%Y-%m-%d"),
     }
     out.mkdir(parents=True, exist_ok=True)
     # the fine-tuned policy, for `robofume evaluate` (e.g. --stochastic, as the actor acts)
@@ -325,7 +326,13 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     if args.report_only:
         found = sorted(args.out.glob("*_s*/result.json"))
-        results = [json.loads(f.read_text()) for f in found]
+        results = [
+            {
+                "date": time.strftime("%Y-%m-%d", time.gmtime(f.stat().st_mtime)),
+                **json.loads(f.read_text()),
+            }
+            for f in found
+        ]
         order = {a: i for i, a in enumerate(args.algorithms)}
         results.sort(key=lambda r: (order.get(r["algorithm"], 99), r["seed"]))
     for algo in [] if args.report_only else args.algorithms:
