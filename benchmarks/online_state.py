@@ -312,7 +312,13 @@ def main(argv: list[str] | None = None) -> None:
         help="ground-truth success of BC with the same offline budget (a line)",
     )
     p.add_argument("--out", type=Path, default=Path("benchmarks/out/online_state"))
-    p.add_argument("--plot", type=Path, default=Path("benchmarks/online_sim-state.png"))
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="learning-curve plot (default: benchmarks/online_<preset>.png; with --no-records, "
+        "<out>/online.png, so that a trial run leaves the published plot alone)",
+    )
     p.add_argument("--no-records", action="store_true")
     p.add_argument(
         "--report-only",
@@ -320,6 +326,9 @@ def main(argv: list[str] | None = None) -> None:
         help="run nothing: plot and record every finished run under --out",
     )
     args = p.parse_args(argv)
+    if args.plot is None:
+        published = Path(f"benchmarks/online_{args.preset}.png")
+        args.plot = args.out / "online.png" if args.no_records else published
     setup_logging()
     set_threads(int(os.environ.get("ROBOFUME_THREADS", "1")))
     base = load_config(args.preset)
