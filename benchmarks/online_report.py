@@ -11,34 +11,29 @@ import numpy as np
 ALGORITHM_LABELS = {"robofume": "Cal-QL + BC", "cql": "CQL + BC", "sac": "SAC + BC"}
 
 
-def online_success(curve: list[dict]) -> tuple[list[int], list[float]]:
-    """(env steps, ground-truth success of the actor's own forward episodes in each window
-    between evaluation points): what the robot achieved while it learned."""
-    steps, rates, prev = [], [], (0, 0)
+def window_counts(curve: list[dict]) -> dict[int, tuple[int, int]]:
+    """Per window between evaluation points (keyed by its last env step): the actor's own
+    forward episodes and how many of them truly succeeded."""
+    counts, prev = {}, (0, 0)
     for point in curve[1:]:
         lab = point["labels"]
-        n, k = lab["forward_episodes"] - prev[0], lab["forward_true_success"] - prev[1]
-        prev = (lab["forward_episodes"], lab["forward_true_success"])
-        if n:
-            steps.append(point["env_steps"])
-            rates.append(k / n)
-    return steps, rates
+        now = (lab["forward_episodes"], lab["forward_true_success"])
+        counts[point["env_steps"]] = (now[0] - prev[0], now[1] - prev[1])
+        prev = now
+    return counts
 
 
-def pooled_online_success(runs: list[dict]) -> tuple[list[int], list[float]]:
-    """Per evaluation window, the true successes of every seed's forward episodes over all of
-    their forward episodes (each episode counts once, whichever seed it came from)."""
-    counts: dict[int, list[int]] = {}
-    for r in runs:
-        prev = (0, 0)
-        for point in r["curve"][1:]:
-            lab = point["labels"]
-            now = (lab["forward_episodes"], lab["forward_true_success"])
-            n, k = counts.setdefault(point["env_steps"], [0, 0])
-            counts[point["env_steps"]] = [n + now[0] - prev[0], k + now[1] - prev[1]]
-            prev = now
-    steps = sorted(s for s, (n, _) in counts.items() if n)
-    return steps, [counts[s][1] / counts[s][0] for s in steps]
+def online_success(*curves: list[dict]) -> tuple[list[int], list[float]]:
+    """(env steps, ground-truth success of the actor's own forward episodes in each window
+    between evaluation points): what the robot achieved while it learned. Several curves (seeds)
+    are pooled: each episode counts once, whichever seed it came from."""
+    pooled: dict[int, tuple[int, int]] = {}
+    for curve in curves:
+        for step, (n, k) in window_counts(curve).items():
+            n0, k0 = pooled.get(step, (0, 0))
+            pooled[step] = (n0 + n, k0 + k)
+    steps = sorted(s for s, (n, _) in pooled.items() if n)
+    return steps, [pooled[s][1] / pooled[s][0] for s in steps]
 
 
 def plot_curves(results: list[dict], references: dict[str, float], path: Path, title: str) -> Path:
@@ -61,7 +56,14 @@ def plot_curves(results: list[dict], references: dict[str, float], path: Path, t
         ax.plot(steps, ys.mean(0), color=f"C{i}", lw=2, label=label)
         for r in runs:
             ax2.plot(*online_success(r["curve"]), color=f"C{i}", alpha=0.3, lw=0.8)
-        ax2.plot(*pooled_online_success(runs), color=f"C{i}", lw=2, marker="o", ms=3, label=label)
+        ax2.plot(
+            *online_success(*(r["curve"] for r in runs)),
+            color=f"C{i}",
+            lw=2,
+            marker="o",
+            ms=3,
+            label=label,
+        )
     styles = iter(["--", ":", "-."])
     for name, value in references.items():
         style = next(styles, "--")
