@@ -26,6 +26,7 @@ import numpy as np
 from actor.delivery import DeliveryQueue
 from actor.episodes import Segment
 from actor.labels import LabelTracker
+from actor.pace import LearnerPace
 from actor.scheduler import TickScheduler
 from actor.weights import ActingPolicy, WeightsPuller
 from robofume.config import ExperimentConfig
@@ -130,8 +131,10 @@ class ResetFreeLoop:
         delivery: DeliveryQueue,
         commands: Any,
         scheduler: TickScheduler,
+        pace: LearnerPace | None = None,
     ):
         self.cfg = cfg
+        self.pace = pace
         self.env = env
         self.actor = actor
         self.delivery = delivery
@@ -150,6 +153,7 @@ class ResetFreeLoop:
         self.closed: Counter[str] = Counter()
         self.invalid_actions = 0
         self.held_ticks = 0
+        self.paced_ticks = 0
         self.state = "starting"
         self.fault = ""
         self._last_fault_try = 0.0
@@ -231,6 +235,12 @@ class ResetFreeLoop:
             elif tracker is not None and not tracker.reachable:
                 reason = "reward server unreachable"
                 tracker.probe(self.obs["image"], self.actor.segment.task)
+        if not reason and self.pace is not None and self.pace.hold():
+            # simulation: the learner is behind the UTD target; wait for it (not a fault)
+            self.state = "waiting for the learner (UTD)"
+            self.paced_ticks += 1
+            self.pace.wait(min(0.5, self.scheduler.period or 0.5))
+            return True
         if reason:
             if self.state != f"holding: {reason}":
                 log.warning("holding (no actions): %s", reason)
@@ -315,5 +325,7 @@ class ResetFreeLoop:
             "human_resets": self.human_resets,
             "invalid_actions": self.invalid_actions,
             "held_ticks": self.held_ticks,
+            "paced_ticks": self.paced_ticks,
+            "paced_s": self.pace.waited_s if self.pace is not None else 0.0,
             "uptime_s": time.monotonic() - self._started,
         }

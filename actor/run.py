@@ -24,6 +24,7 @@ from actor.delivery import DeliveryQueue
 from actor.labels import Labeller, LabelTracker
 from actor.loop import Actor, ResetFreeLoop
 from actor.outbox import Outbox
+from actor.pace import LearnerPace, make_pace
 from actor.replay_link import EpisodeSink
 from actor.report import Reporter
 from actor.scheduler import TickScheduler
@@ -43,9 +44,9 @@ def make_actor_env(cfg: ExperimentConfig, seed: int) -> Any:
         from robofume.envs.widowx import WidowXEnv
 
         return WidowXEnv(cfg.env, task=cfg.actor.forward_task)
-    from robofume.envs import make_env
+    from robofume.envs import make_env, online_env
 
-    return make_env(cfg.env, task=cfg.actor.forward_task, seed=seed)
+    return make_env(online_env(cfg.env), task=cfg.actor.forward_task, seed=seed)
 
 
 def steps_before_restart(cfg: ExperimentConfig, name: str) -> int:
@@ -121,6 +122,7 @@ def run_actor(
     weights: WeightsSource | None = None,
     commands: Commands | None = None,
     on_loop: Callable[[ResetFreeLoop], None] | None = None,
+    pace: LearnerPace | None = None,
 ) -> dict[str, Any]:
     """Run actor ``actor_id`` until ``max_steps`` (default ``actor.total_steps``; 0 = until
     stopped), a ``stop`` command or ``stop_event``. Returns the final status dict.
@@ -186,7 +188,9 @@ def run_actor(
     actor.next_seq, actor.next_step_id = delivery.recover()
     earlier = steps_before_restart(cfg, name)
     actor.next_step_id = max(actor.next_step_id, earlier)
-    loop = ResetFreeLoop(cfg, env, actor, delivery, commands, scheduler)
+    if pace is None and sink_factory is None:  # paced on the real replay server's counters
+        pace = make_pace(cfg)
+    loop = ResetFreeLoop(cfg, env, actor, delivery, commands, scheduler, pace)
     if on_loop is not None:
         on_loop(loop)
 
@@ -258,6 +262,8 @@ def run_actor(
             start_keyboard(commands)
         delivery.start()
         puller.start()
+        if pace is not None:
+            pace.start()
         reporter.start()
         if not puller.wait_for_first(a.initial_weights_timeout_s):
             log.warning(
@@ -277,6 +283,8 @@ def run_actor(
         loop.run(a.total_steps if max_steps is None else max_steps, stop_event)
     finally:
         puller.stop()
+        if pace is not None:
+            pace.stop()
         left = delivery.close(a.shutdown_timeout_s)
         if left:
             log.warning("%s stopped with %d episode(s) spilled to %s", name, left, spill_dir)

@@ -121,12 +121,14 @@ def start_actors(cfg: ExperimentConfig) -> list[Any]:
 
 def start_evaluator(cfg: ExperimentConfig) -> Any | None:
     """The online evaluator, in simulation when ``deploy.evaluator_every_s`` > 0."""
-    if cfg.env.kind != "sim" or cfg.deploy.evaluator_every_s <= 0:
+    d = cfg.deploy
+    if cfg.env.kind != "sim" or (d.evaluator_every_s <= 0 and d.evaluator_every_steps <= 0):
         return None
     handle = services.launch("evaluator", "deploy.entry:run_evaluator", config_dict(cfg))
     _check_alive(handle, "evaluator")
-    log.info("evaluator: every %.0f s, %d episode(s) per forward task",
-             cfg.deploy.evaluator_every_s, cfg.deploy.evaluator_episodes)  # fmt: skip
+    every = (f"{d.evaluator_every_steps} env steps" if d.evaluator_every_steps > 0
+             else f"{d.evaluator_every_s:.0f} s")  # fmt: skip
+    log.info("evaluator: every %s, %d episode(s) per forward task", every, d.evaluator_episodes)
     return handle
 
 

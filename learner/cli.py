@@ -65,7 +65,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from learner.evaluate import default_eval_tasks, evaluate_policy, write_media
+    from learner.evaluate import SEED_SPLITS, default_eval_tasks, evaluate_policy, write_media
     from robofume.config.base import merge, parse_overrides
     from robofume.policy import load_policy
 
@@ -86,14 +86,20 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.episodes,
         deterministic=not args.stochastic,
         record=args.record,
-        seed=args.seed,
+        seed=SEED_SPLITS[args.split] if args.seed is None else args.seed,
         show_progress=True,
+        online_scene=args.scene == "online",
     )
     out_dir = Path(args.out) if args.out else Path(policy.source).parent.parent / "evaluation"
     media = write_media(result, out_dir, f"eval_{policy.version}")
     summary = result.summary()
     summary.update(
-        checkpoint=str(policy.source), update=policy.version, media=[str(p) for p in media]
+        checkpoint=str(policy.source),
+        update=policy.version,
+        media=[str(p) for p in media],
+        scene=args.scene,
+        split=args.split if args.seed is None else f"seed {args.seed}",
+        deterministic=not args.stochastic,
     )
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -136,7 +142,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--episodes", type=int, default=10, help="episodes per task")
     e.add_argument("--stochastic", action="store_true", help="sample actions (default: mean)")
     e.add_argument("--record", type=int, default=2, help="episodes per task in the media")
-    e.add_argument("--seed", type=int, default=10_000_000, help="first evaluation seed")
+    e.add_argument(
+        "--split",
+        choices=("evaluation", "validation"),
+        default="evaluation",
+        help="seeds: 'evaluation' for reported results, 'validation' (disjoint) for choosing "
+        "checkpoints and hyper-parameters",
+    )
+    e.add_argument("--seed", type=int, default=None, help="first seed (overrides --split)")
+    e.add_argument(
+        "--scene",
+        choices=("offline", "online"),
+        default="online",
+        help="'online': the actors' scene (env.online applied); 'offline': the data's scene",
+    )
     e.add_argument("--out", default=None, help="media directory (default: <run>/evaluation)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(handler=_evaluate)

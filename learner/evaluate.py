@@ -20,6 +20,11 @@ from robofume.policy import InferencePolicy
 log = logging.getLogger(__name__)
 
 EVAL_SEED = 10_000_000
+"""Seeds of the evaluation episodes (reported results)."""
+VALIDATION_SEED = 20_000_000
+"""Seeds of the validation episodes: choosing start checkpoints, thresholds and
+hyper-parameters happens on these, never on the evaluation seeds."""
+SEED_SPLITS = {"evaluation": EVAL_SEED, "validation": VALIDATION_SEED}
 
 
 @dataclass
@@ -70,13 +75,17 @@ def evaluate_policy(
     record: int = 1,
     seed: int = EVAL_SEED,
     show_progress: bool = False,
+    online_scene: bool = False,
 ) -> EvalResult:
     """Roll out ``policy`` for ``episodes`` episodes of each task; record ``record`` per task.
+
+    ``online_scene``: in the scene the actors run in (``env.online`` applied), not the one of
+    the offline data.
 
     Uses the simulator's own episode loop (``robofume.envs.rollout.run_episodes``); episode k
     of a task resets with seed ``seed + 1000 * task_index(task) + k``.
     """
-    from robofume.envs import make_env
+    from robofume.envs import make_env, online_env
     from robofume.envs.rollout import run_episodes
     from robofume.envs.tasks import task_index
 
@@ -88,7 +97,8 @@ def evaluate_policy(
         return policy.act(obs, task_name, deterministic=deterministic)
 
     keep: bool | str = False if record <= 0 else ("first" if record == 1 else True)
-    env = make_env(cfg.env, task=tasks[0], seed=seed)
+    env_cfg = online_env(cfg.env) if online_scene else cfg.env
+    env = make_env(env_cfg, task=tasks[0], seed=seed)
     try:
         for task in progress(tasks, desc="evaluate", unit="task", disable=not show_progress):
             episodes_out = run_episodes(

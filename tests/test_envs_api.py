@@ -258,3 +258,31 @@ def test_state_observation_appends_the_task_object_position():
     assert load_config("sim-state").network.proprio_dim == 7
     with pytest.raises(ConfigError, match="proprio_dim"):
         load_config("sim-state", overrides=["--network.proprio_dim", "4"])
+
+
+def test_the_online_scene_shift_moves_the_start_and_scales_the_controller():
+    from robofume.config import SceneShift
+    from robofume.envs import online_env
+
+    shifted = dataclasses.replace(
+        CFG, online=SceneShift(start_offset=(0.05, -0.04), action_gain=0.5)
+    )
+    assert not shifted.shift.active  # the data's scene: no shift until online_env applies it
+    base, moved = make_env(shifted, task="vase_forward"), make_env(online_env(shifted))
+    try:
+        for seed in range(3):
+            base.reset(seed=seed, options={"task": "vase_forward"})
+            moved.reset(seed=seed, options={"task": "vase_forward"})
+            delta = np.subtract(moved.object_position("vase"), base.object_position("vase"))
+            assert delta[:2] == pytest.approx((0.05, -0.04), abs=1e-3)
+            # a reset task starts in the bin whatever the offset
+            moved.reset(seed=seed, options={"task": "vase_reset"})
+            assert PLACES["left_bin"].contains(*moved.object_position("vase")[:2])
+        obs, _ = moved.reset(seed=5, options={"task": "vase_forward"})
+        start = obs["proprio"][:3].copy()
+        for _ in range(2):
+            obs, *_ = moved.step(np.array([1.0, 0.0, 0.0, -1.0], np.float32))
+        assert obs["proprio"][0] - start[0] == pytest.approx(CFG.max_ee_step, abs=0.01)
+    finally:
+        base.close()
+        moved.close()

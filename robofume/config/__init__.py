@@ -24,7 +24,7 @@ from robofume.config.base import (
 )
 from robofume.config.data import DataConfig
 from robofume.config.deploy import DeployConfig
-from robofume.config.env import EnvConfig, SceneVariation
+from robofume.config.env import EnvConfig, SceneShift, SceneVariation
 from robofume.config.replay import ReplayConfig
 from robofume.config.reward import RewardConfig
 
@@ -39,6 +39,7 @@ __all__ = [
     "NetworkConfig",
     "ReplayConfig",
     "RewardConfig",
+    "SceneShift",
     "SceneVariation",
     "config_hash",
     "load_config",

@@ -69,6 +69,13 @@ class ActorConfig:
     """Serve the intervention endpoint on loopback at deploy.control_port + actor id."""
     report_every_s: float = 5.0
     """Seconds between TensorBoard scalars and the status heartbeat file."""
+    pace_to_learner: bool = True
+    """Simulation only: hold the tick while replay holds more than ``pace_lead_steps`` steps
+    the learner has not consumed at ``learner.utd_ratio``, so a simulator ticking faster than
+    real time keeps the target UTD (actor/pace.py). The real robot never waits."""
+    pace_lead_steps: int = 0
+    """Steps the actors may be ahead of the learner before a paced actor waits (0: two
+    episodes, 2 * env.max_episode_steps)."""
     tick_hz: float = 0.0
     """Control-loop rate (0: env.control_hz, the robot's rate; a simulated actor may tick
     faster or, with a negative value, as fast as it can)."""

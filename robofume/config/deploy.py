@@ -63,6 +63,13 @@ class DeployConfig:
     evaluator."""
     evaluator_episodes: int = 5
     """Episodes per forward target task in each online evaluation."""
+    evaluator_every_steps: int = 0
+    """When > 0, evaluate each time the environment steps in replay pass another multiple of
+    this (and once at start), instead of every evaluator_every_s: a schedule that does not
+    depend on the machine's speed (the learning benchmarks use it)."""
+    evaluator_stochastic: bool = False
+    """Also evaluate with sampled actions, as the actors act
+    (``Headline/eval_true_success_stochastic``), beside the deterministic mean action."""
     reward_gpus: float = 0.0
     """GPUs per reward replica."""
     learner_gpus: float = 0.0

@@ -19,6 +19,33 @@ class SceneVariation:
 
 
 @dataclass(frozen=True)
+class SceneShift:
+    """How the online scene differs from the scene the offline data was collected in.
+
+    The paper fine-tunes online because the robot's scene is not the one of its data (object
+    placements, fixtures, lighting). The actors and the online evaluator run the simulator with
+    ``env.online`` applied (:func:`robofume.envs.online_env`); data generation never does.
+    """
+
+    start_offset: tuple[float, float] = (0.0, 0.0)
+    """Where a reset puts the task object, moved by (dx, dy) metres from its place's centre
+    (flat places only: an object starting in a bin stays in the bin)."""
+    start_jitter: float = 0.0
+    """Extra uniform jitter (+- metres) of that start position, on top of the place's own."""
+    action_gain: float = 1.0
+    """End-effector travel per unit of action relative to ``env.max_ee_step`` (a controller
+    tuned differently from the one that recorded the demos)."""
+
+    @property
+    def active(self) -> bool:
+        return (
+            tuple(self.start_offset) != (0.0, 0.0)
+            or self.start_jitter > 0
+            or self.action_gain != 1.0
+        )
+
+
+@dataclass(frozen=True)
 class WidowXConfig:
     """The real WidowX 250 through ``interbotix_xs_modules`` (env.kind: widowx)."""
 
@@ -67,6 +94,12 @@ class EnvConfig:
     """MuJoCo GL backend for headless rendering (sets MUJOCO_GL before import)."""
     scene: SceneVariation = field(default_factory=SceneVariation)
     """Scene variation (lighting, camera pose, distractors)."""
+    shift: SceneShift = field(default_factory=SceneShift)
+    """The shift this environment runs under (set from ``online`` by ``online_env``; keep it
+    empty in presets)."""
+    online: SceneShift = field(default_factory=SceneShift)
+    """The online scene: how the scene the actors and the evaluator run in differs from the
+    offline data's (simulation; none by default)."""
     camera_index: int = 0
     """Real robot only: OpenCV index of the USB camera."""
     workspace_low: tuple[float, float, float] = (0.15, -0.25, 0.03)

@@ -2,10 +2,13 @@
 
 ``make_env(cfg.env, task, seed)`` builds the environment; MuJoCo is imported only then (after
 ``MUJOCO_GL`` is set from ``cfg.env.render_backend``), so importing this package is cheap.
+``make_env(online_env(cfg.env), ...)`` builds the online scene (``env.online``), the one the
+actors and the online evaluator run in.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from robofume.envs.errors import InvalidActionError
@@ -16,7 +19,7 @@ if TYPE_CHECKING:
     from robofume.envs.tabletop import TabletopEnv
     from robofume.envs.tasks import Task
 
-__all__ = ["InvalidActionError", "ScriptedExpert", "TabletopEnv", "make_env"]
+__all__ = ["InvalidActionError", "ScriptedExpert", "TabletopEnv", "make_env", "online_env"]
 
 
 def make_env(cfg_env: EnvConfig, task: str | Task = "vase_forward", seed: int | None = None):
@@ -32,6 +35,12 @@ def make_env(cfg_env: EnvConfig, task: str | Task = "vase_forward", seed: int | 
     from robofume.envs.tabletop import TabletopEnv
 
     return TabletopEnv(cfg_env, task=task, seed=seed)
+
+
+def online_env(cfg_env: EnvConfig) -> EnvConfig:
+    """``cfg_env`` as the actors and the online evaluator run it: the online scene shift
+    (``env.online``) applied. Data generation and offline evaluation use ``cfg_env`` as is."""
+    return dataclasses.replace(cfg_env, shift=cfg_env.online)
 
 
 def __getattr__(name: str):

@@ -237,9 +237,14 @@ class TabletopEnv(gym.Env):
                 self._place(name, (0.25, -0.3 + 0.06 * i), scene.PARK_Z, 0.0)
         src = PLACES[self._task.source]
         jitter = rng.uniform(-src.start_jitter, src.start_jitter, size=2)
+        cx, cy = src.center
+        shift = self.cfg.shift
+        if shift.active and not src.is_bin:
+            cx, cy = cx + shift.start_offset[0], cy + shift.start_offset[1]
+            jitter = jitter + rng.uniform(-shift.start_jitter, shift.start_jitter, size=2)
         self._place(
             self._task.obj,
-            (src.center[0] + jitter[0], src.center[1] + jitter[1]),
+            (cx + jitter[0], cy + jitter[1]),
             src.floor + 0.001,
             rng.uniform(-OBJECT_YAW_JITTER, OBJECT_YAW_JITTER),
         )
@@ -263,7 +268,7 @@ class TabletopEnv(gym.Env):
     def step(self, action):
         a = self._check_action(action)
         m, d, mj = self.model, self.data, self._mj
-        delta = np.clip(a[:3], -1.0, 1.0) * self.cfg.max_ee_step
+        delta = np.clip(a[:3], -1.0, 1.0) * self.cfg.max_ee_step * self.cfg.shift.action_gain
         start = d.mocap_pos[0].copy()
         ee = self.ee_position()
         target = np.clip(start + delta, self._lo, self._hi)
