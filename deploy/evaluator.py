@@ -117,9 +117,8 @@ def evaluate_once(cfg: ExperimentConfig, policy: Any, writer: Any, env_steps: in
     tasks = forward_tasks(cfg)
     modes = [(True, tags.EVAL_TRUE_SUCCESS, tags.EVAL_TRUE_SUCCESS_ALL_FORWARD)]
     if d.evaluator_stochastic:
-        modes.append(
-            (False, tags.EVAL_TRUE_SUCCESS_STOCHASTIC, tags.EVAL_TRUE_SUCCESS_STOCHASTIC_ALL_FORWARD)
-        )
+        stochastic = tags.EVAL_TRUE_SUCCESS_STOCHASTIC
+        modes.append((False, stochastic, tags.EVAL_TRUE_SUCCESS_STOCHASTIC_ALL_FORWARD))
     record: dict[str, Any] = {"policy_version": int(policy.version), "env_steps": env_steps}
     for deterministic, prefix, all_tag in modes:
         result = evaluate_policy(

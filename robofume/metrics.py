@@ -27,9 +27,7 @@ forward task, during online fine-tuning (the online evaluator)."""
 EVAL_TRUE_SUCCESS_ALL_FORWARD = "Headline/eval_true_success/all_forward_tasks"
 EVAL_TRUE_SUCCESS_STOCHASTIC = "Headline/eval_true_success_stochastic"
 """Per-task prefix: the same evaluation with sampled actions (deploy.evaluator_stochastic)."""
-EVAL_TRUE_SUCCESS_STOCHASTIC_ALL_FORWARD = (
-    "Headline/eval_true_success_stochastic/all_forward_tasks"
-)
+EVAL_TRUE_SUCCESS_STOCHASTIC_ALL_FORWARD = "Headline/eval_true_success_stochastic/all_forward_tasks"
 EPISODE_RETURN = "episodes/return"
 EPISODE_LENGTH = "episodes/length"
 
