@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 LEARNING_JSON = Path(__file__).resolve().parent / "results" / "learning.json"
-IDENTITY = ("obs", "phase", "algorithm", "reward", "seed", "task", "preset", "updates")
+IDENTITY = ("path", "obs", "phase", "algorithm", "reward", "seed", "task", "preset", "updates")
 
 
 def load_records(path: Path = LEARNING_JSON) -> list[dict]:

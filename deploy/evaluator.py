@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 
 def forward_tasks(cfg: ExperimentConfig) -> list[str]:
+    """``deploy.evaluator_tasks``, or every forward target task."""
+    if cfg.deploy.evaluator_tasks:
+        return list(cfg.deploy.evaluator_tasks)
     return [f"{obj}_forward" for obj in cfg.data.target_tasks]
 
 

@@ -67,6 +67,8 @@ class DeployConfig:
     """When > 0, evaluate each time the environment steps in replay pass another multiple of
     this (and once at start), instead of every evaluator_every_s: a schedule that does not
     depend on the machine's speed (the learning benchmarks use it)."""
+    evaluator_tasks: tuple[str, ...] = ()
+    """Tasks the online evaluator rolls out (empty: every forward target task)."""
     evaluator_stochastic: bool = False
     """Also evaluate with sampled actions, as the actors act
     (``Headline/eval_true_success_stochastic``), beside the deterministic mean action."""

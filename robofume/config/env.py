@@ -36,12 +36,17 @@ class SceneShift:
     """End-effector travel per unit of action relative to ``env.max_ee_step`` (a controller
     tuned differently from the one that recorded the demos)."""
 
+    object_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """Privileged state only: the task object's position as the policy sees it is off by this
+    (metres): a tracker or camera calibrated differently from the one of the data."""
+
     @property
     def active(self) -> bool:
         return (
             tuple(self.start_offset) != (0.0, 0.0)
             or self.start_jitter > 0
             or self.action_gain != 1.0
+            or tuple(self.object_offset) != (0.0, 0.0, 0.0)
         )
 
 

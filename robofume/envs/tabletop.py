@@ -386,6 +386,7 @@ class TabletopEnv(gym.Env):
         proprio[3] = self.gripper_opening()
         if self._proprio_dim == STATE_DIM:  # privileged state: where the task's object is
             proprio[4:] = self.object_position(self._task.obj)
+            proprio[4:7] += self.cfg.shift.object_offset
         return {"image": self._image.copy(), "proprio": proprio}
 
     def _info(self) -> dict[str, Any]:
