@@ -8,10 +8,11 @@ at the target ratio, and no faster.
 
 The rule, on the ``online`` table's rate-limiter counters (read in the background, never on
 the tick): the learner has consumed ``samples / samples_per_insert`` environment steps at the
-UTD target. While replay holds more than ``lead_steps`` inserted steps beyond that (counted
-from ``min_size_to_sample``, before which the learner does not sample at all), the actor holds
-its tick. The learner then always has up to ``lead_steps`` of fresh data to work on, so it never
-waits for the actor, and the actor never runs more than that ahead of it. Reverb's own limiter
+UTD target, and the limiter lets it sample up to ``inserts - min_size_to_sample`` steps' worth
+(it always stays ``min_size_to_sample`` steps behind). While more than ``lead_steps`` of those
+are still unconsumed, the actor holds its tick. The learner then always has up to
+``lead_steps`` of fresh data to work on, so it never waits for the actor, and the actor never
+runs more than that ahead of it. Reverb's own limiter
 still stops the learner from going beyond the target in the other direction.
 
 The actor waits only on steps already in replay, which the learner consumes whatever the
@@ -40,8 +41,9 @@ def steps_ahead(stats: dict[str, Any]) -> float:
     spi = float(stats.get("samples_per_insert") or 0.0)
     if spi <= 0:
         return 0.0
-    consumed = stats["samples"] / spi
-    return stats["inserts"] - max(consumed, float(stats.get("min_size_to_sample", 0)))
+    # the limiter lets the learner sample up to (inserts - min_size_to_sample) steps' worth
+    usable = stats["inserts"] - float(stats.get("min_size_to_sample", 0))
+    return usable - stats["samples"] / spi
 
 
 class LearnerPace:

@@ -17,6 +17,8 @@ The same curve picks "BC at its best": the BC checkpoint with the highest valida
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -35,14 +37,12 @@ def online_scene_overrides(preset: str) -> list[str]:
     from robofume.config import load_config
 
     shift = load_config(preset).env.online
-    return [
-        "--env.online.start_offset",
-        json.dumps(list(shift.start_offset)),
-        "--env.online.start_jitter",
-        str(shift.start_jitter),
-        "--env.online.action_gain",
-        str(shift.action_gain),
-    ]
+    out = []
+    for f in dataclasses.fields(shift):
+        value = getattr(shift, f.name)
+        text = json.dumps(list(value)) if isinstance(value, tuple) else str(value)
+        out += [f"--env.online.{f.name}", text]
+    return out
 
 
 def evaluate(
@@ -56,10 +56,9 @@ def evaluate(
 ) -> dict:
     """`robofume evaluate` of one checkpoint in the online scene; cached in ``out``."""
     mode = "stochastic" if stochastic else "deterministic"
-    cache = (
-        out
-        / f"{Path(ckpt).parent.parent.name}_{Path(ckpt).stem}_{task}_{split}_{episodes}_{mode}.json"
-    )
+    scene = online_scene_overrides(preset)
+    key = hashlib.sha1(f"{Path(ckpt).resolve()} {scene}".encode()).hexdigest()[:10]
+    cache = out / f"{Path(ckpt).stem}_{key}_{task}_{split}_{episodes}_{mode}.json"
     if cache.exists() and cache.stat().st_mtime >= Path(ckpt).stat().st_mtime:
         return json.loads(cache.read_text())
     args = [
@@ -78,7 +77,7 @@ def evaluate(
         "--out",
         str(out / "media"),
         "--json",
-        *online_scene_overrides(preset),
+        *scene,
     ]
     if stochastic:
         args.append("--stochastic")

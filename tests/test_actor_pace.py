@@ -17,12 +17,12 @@ def _stats(inserts, samples, spi=64.0, min_size=256):
 
 
 def test_steps_ahead_counts_what_the_learner_has_not_consumed_at_the_utd_target():
-    # nothing is sampled before min_size_to_sample: the lead counts from there
+    # the limiter keeps the learner min_size_to_sample steps behind: the lead counts from there
     assert steps_ahead(_stats(200, 0)) == -56
     assert steps_ahead(_stats(600, 0)) == 344
-    # 64 samples per inserted step: 300 steps consumed out of 600
-    assert steps_ahead(_stats(600, 300 * 64)) == 300
-    assert steps_ahead(_stats(600, 600 * 64)) == 0
+    # 64 samples per inserted step: 300 steps consumed of the 344 the limiter lets it use
+    assert steps_ahead(_stats(600, 300 * 64)) == 44
+    assert steps_ahead(_stats(600, 344 * 64)) == 0
     assert steps_ahead(_stats(600, 0, spi=0.0)) == 0  # no online data: never ahead
 
 
@@ -31,7 +31,7 @@ def test_the_pace_holds_while_replay_is_ahead_and_lets_go_once_the_learner_catch
     pace = LearnerPace(lambda: stats["now"], lead_steps=300, poll_s=0.01).start()
     try:
         time.sleep(0.1)
-        assert pace.hold()  # 644 steps ahead of a learner that has not started
+        assert pace.hold()  # 644 usable steps ahead of a learner that has not started
         released = threading.Event()
 
         def actor():

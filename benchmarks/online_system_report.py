@@ -1,0 +1,113 @@
+"""Plot and table of the online runs through the product (``benchmarks/online_system.py``).
+
+Reads ``benchmarks/results/learning.json`` (records with ``path: "system"``) and draws, per
+algorithm, the evaluator's curve of every seed (online scene, deterministic, from the
+product's TensorBoard) with the controls beside it: the start, offline continuation for the
+same number of updates, and BC at its best (all on the evaluation seeds, at the final point).
+
+    python -m benchmarks.online_system_report --preset sim-shift
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.learning_records import load_records
+
+ALGORITHM_LABELS = {"robofume": "Cal-QL + BC", "cql": "CQL + BC", "sac": "SAC + BC"}
+
+
+def system_records(preset: str) -> list[dict]:
+    recs = [r for r in load_records() if r.get("path") == "system" and r["preset"] == preset]
+    return sorted(recs, key=lambda r: (list(ALGORITHM_LABELS).index(r["algorithm"]), r["seed"]))
+
+
+def plot(records: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    algos = list(dict.fromkeys(r["algorithm"] for r in records))
+    fig, axes = plt.subplots(1, len(algos), figsize=(4.6 * len(algos), 3.8), dpi=120,
+                             sharey=True, squeeze=False)  # fmt: skip
+    for ax, algo in zip(axes[0], algos, strict=True):
+        runs = [r for r in records if r["algorithm"] == algo]
+        for i, r in enumerate(runs):
+            curve = [p for p in r["curve"] if "success" in p]
+            x = [p["env_steps"] for p in curve]
+            ax.plot(x, [p["success"] for p in curve], color=f"C{i}", lw=1.2, marker=".",
+                    label=f"online, seed {r['seed']}")  # fmt: skip
+            end = r["env_steps"]
+            ax.scatter([end], [r["final_success"]], color=f"C{i}", marker="*", s=90, zorder=3)
+            ax.scatter([end], [r["control_success"]], color=f"C{i}", marker="x", s=50, zorder=3)
+        start = np.mean([r["start_success"] for r in runs])
+        control = np.mean([r["control_success"] for r in runs])
+        ax.axhline(start, color="grey", ls="--", lw=1, label=f"start ({start:.2f})")
+        ax.axhline(control, color="k", ls=":", lw=1.5,
+                   label=f"offline continuation, mean ({control:.2f})")  # fmt: skip
+        bc = [r["bc_best_success"] for r in runs if r.get("bc_best_success") is not None]
+        if bc:
+            ax.axhline(bc[0], color="C3", ls="-.", lw=1, label=f"BC at its best ({bc[0]:.2f})")
+        ax.set_title(f"{ALGORITHM_LABELS.get(algo, algo)}: {runs[0]['task']}")
+        ax.set_xlabel("environment steps (online scene)")
+        ax.set_ylim(-0.05, 1.05)
+        ax.legend(fontsize=6, loc="lower right")
+    axes[0][0].set_ylabel("ground-truth success")
+    fig.suptitle("online through `robofume up` (lines: evaluator, 10 episodes; *: final, "
+                 "x: control, evaluation seeds)", fontsize=8)  # fmt: skip
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def table(records: list[dict]) -> str:
+    rows = ["| algorithm | seed | env steps | updates | UTD (target) | start | control | online "
+            "| online - control | stochastic: start / control / online | false-success episodes "
+            "| FPR per frame |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in records:
+        rm = r.get("reward_model") or {}
+        fse, fpr = rm.get("false_success_episode_fraction"), rm.get("false_positive_rate")
+        rows.append(
+            f"| {ALGORITHM_LABELS.get(r['algorithm'], r['algorithm'])} | {r['seed']} "
+            f"| {r['env_steps']} | {r['updates']} | {r['utd_effective']:.3f} "
+            f"({r['utd_target']}) | {r['start_success']:.2f} | {r['control_success']:.2f} "
+            f"| {r['final_success']:.2f} | {r['final_success'] - r['control_success']:+.2f} "
+            f"| {r['start_success_stochastic']:.2f} / {r['control_success_stochastic']:.2f} / "
+            f"{r['final_success_stochastic']:.2f} "
+            f"| {'-' if fse is None else f'{fse:.1%}'} | {'-' if fpr is None else f'{fpr:.2%}'} |"
+        )
+    for algo in dict.fromkeys(r["algorithm"] for r in records):
+        runs = [r for r in records if r["algorithm"] == algo]
+        gain = [r["final_success"] - r["control_success"] for r in runs]
+        rows.append(
+            f"| **{ALGORITHM_LABELS.get(algo, algo)} mean** | {len(runs)} seeds | | | | "
+            f"{np.mean([r['start_success'] for r in runs]):.2f} "
+            f"| {np.mean([r['control_success'] for r in runs]):.2f} "
+            f"| {np.mean([r['final_success'] for r in runs]):.2f} | {np.mean(gain):+.2f} "
+            f"({sum(g > 0 for g in gain)}/{len(gain)} above) | | | |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--preset", default="sim-shift")
+    p.add_argument("--plot", type=Path, default=None, help="benchmarks/online_<preset>.png")
+    args = p.parse_args(argv)
+    records = system_records(args.preset)
+    if not records:
+        raise SystemExit(f"no system records for preset {args.preset} in learning.json")
+    path = plot(records, args.plot or Path(f"benchmarks/online_{args.preset}.png"))
+    print(table(records))
+    print(f"\nplot: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
