@@ -151,7 +151,7 @@ def plot_curves(curves: dict[str, list[dict]], marks: dict[str, dict], path: Pat
     ax.set_xlabel("offline updates")
     ax.set_ylabel(f"{next(iter(curves.values()))[0]['task']} success")
     ax.set_ylim(-0.05, 1.05)
-    ax.set_title("offline training on the online scene (circled: the chosen checkpoints)")
+    ax.set_title("offline training, evaluated on the online scene (circled: chosen)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,9 @@
 Each benchmark is its own module (``python -m benchmarks.<name> --help`` for its options) and
 records its table in ``benchmarks/RESULTS.md`` with the machine and the date. The quick set
 measures components in a few minutes each; the learning and whole-system runs take longer
-(``--all``, or name them), and want a GPU for the ``sim-gpu`` preset.
+(``--all``, or name them), and want a GPU for the ``sim-gpu`` preset. The online learning runs
+(``benchmarks/online_start.py``, then ``benchmarks/online_system.py``) take arguments: see
+RESULTS.md.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ QUICK = (
     "actor_timing",
     "thread_share",
 )
-LONG = ("reward_quality", "offline_learning", "system_throughput", "online_curve")
+LONG = ("reward_quality", "offline_learning", "system_throughput")
 
 
 def main(argv: list[str] | None = None) -> int:
