@@ -40,12 +40,11 @@ def resolve_algorithm(cfg: LearnerConfig) -> Algorithm:
     * ``sac``: no conservative term at all (SAC + BC; set bc_weight 0 for plain SAC).
     * ``bc``: the BC term only; the encoder is then trained through the BC loss.
     """
-    calibrated = cfg.calibrated
     match cfg.algorithm:
         case "robofume":
-            return Algorithm(True, True, calibrated, cfg.bc_weight)
+            return Algorithm(True, True, True, cfg.bc_weight)
         case "robofume_nobc":
-            return Algorithm(True, True, calibrated, 0.0)
+            return Algorithm(True, True, True, 0.0)
         case "cql":
             return Algorithm(True, True, False, cfg.bc_weight)
         case "sac":

@@ -45,7 +45,9 @@ class CalQLConfig:
     """The objective: Cal-QL + BC losses, targets and their optimisers."""
 
     algorithm: Literal["robofume", "robofume_nobc", "cql", "sac", "bc"] = "robofume"
-    """robofume = Cal-QL + BC; the others are the paper's baselines/ablations."""
+    """The one algorithm switch: robofume = Cal-QL + BC (calibrated CQL); robofume_nobc
+    without the BC term; cql = CQL + BC (no calibration); sac = SAC + BC (no conservative
+    term); bc = the BC term only. Pre-training and online fine-tuning both follow it."""
     discount: float = 0.99
     """Discount factor, also used for the Monte-Carlo returns."""
     actor_lr: float = 1e-4
@@ -66,8 +68,6 @@ class CalQLConfig:
     """Sampled actions per type (random, current, next) in the CQL log-sum-exp."""
     cql_temperature: float = 1.0
     """Temperature of the CQL log-sum-exp."""
-    calibrated: bool = True
-    """Cal-QL: lower-bound policy-action Q values by the Monte-Carlo return."""
     bc_weight: float = 1.0
     """Weight of the behaviour-cloning term in the actor loss (relative to the RL term, which
     is divided by the batch's mean |Q| when ``normalize_q`` is on)."""
