@@ -105,7 +105,21 @@ def evaluator_curve(run_dir: Path, task: str) -> list[dict]:
 
 
 def run_online(args: argparse.Namespace, algo: str, seed: int, start: Path) -> dict:
+    """The online run of (algo, seed), or the one this run directory finished before."""
     run_dir = (args.out / "runs" / f"{algo}_s{seed}").resolve()
+    done = run_dir / "online_result.json"
+    if done.exists() and not args.rerun:
+        result = json.loads(done.read_text())
+        if result.get("start") == str(start) and result.get("env_steps") == args.env_steps:
+            log.info("%s: reusing its finished online run (--rerun to run it again)", run_dir)
+            return result
+    result = cluster_online(args, run_dir, algo, seed, start)
+    result["start"] = str(start)
+    done.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def cluster_online(args: argparse.Namespace, run_dir: Path, algo: str, seed: int, start: Path):
     prepare_run_dir(run_dir, start, args.reward)
     extra = [
         "--learner.algorithm",
@@ -270,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=4 * 3600, help="per online run, s")
     p.add_argument("--out", type=Path, default=Path("benchmarks/out/online_system"))
     p.add_argument("--no-records", action="store_true", help="do not touch learning.json")
+    p.add_argument("--rerun", action="store_true", help="run finished online runs again")
     p.add_argument("overrides", nargs="*", help="extra --section.field value overrides")
     args = p.parse_args(argv)
     setup_logging()

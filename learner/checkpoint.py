@@ -34,16 +34,20 @@ SCHEDULE_FIELDS = (
     "device",
     "compile",
 )
+ONLINE_ONLY_FIELDS = ("utd_ratio", "mixing_ratio", "online_calibration", "publish_every")
+"""Learner fields only online fine-tuning reads: offline training's numbers never depend on
+them, so offline continuation of a checkpoint may differ in them (as may ``env.online``)."""
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 
 
 def resume_hash(cfg: ExperimentConfig) -> str:
     """Hash of the config parts that determine training numerics."""
     defaults = type(cfg.learner)()
-    schedule = {f: getattr(defaults, f) for f in SCHEDULE_FIELDS}
+    schedule = {f: getattr(defaults, f) for f in (*SCHEDULE_FIELDS, *ONLINE_ONLY_FIELDS)}
     cfg = cfg.replace(
         learner=dataclasses.replace(cfg.learner, **schedule),
         data=dataclasses.replace(cfg.data, dir=""),
+        env=dataclasses.replace(cfg.env, online=type(cfg.env.online)()),
     )
     return config_hash(cfg, exclude=("deploy", "reward", "replay", "actor", "name"))
 
@@ -104,13 +108,17 @@ def checkpoint_config(ckpt: dict[str, Any]) -> ExperimentConfig:
 
 
 def check_compatible(ckpt: dict[str, Any], cfg: ExperimentConfig, path: str | Path) -> None:
-    """Refuse to resume a run whose training-relevant config differs from ``cfg``."""
-    if ckpt.get("resume_hash") != resume_hash(cfg):
-        saved = checkpoint_config(ckpt)
+    """Refuse to resume a run whose training-relevant config differs from ``cfg``.
+
+    The resume hash is recomputed from the checkpoint's stored config, so checkpoints written
+    before a field became irrelevant to training (:data:`ONLINE_ONLY_FIELDS`) still resume.
+    """
+    saved = checkpoint_config(ckpt)
+    if resume_hash(saved) != resume_hash(cfg):
         diffs = _diff(to_dict(saved), to_dict(cfg))
         raise ConfigError(
             f"checkpoint {path} was trained with a different config "
-            f"(resume hash {ckpt.get('resume_hash')} vs {resume_hash(cfg)}); "
+            f"(resume hash {resume_hash(saved)} vs {resume_hash(cfg)}); "
             f"differences: {', '.join(diffs[:8]) or 'unknown'}; use another --out directory"
         )
 
@@ -121,8 +129,11 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
         for key in sorted(set(a) | set(b)):
             out += _diff(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
         return out
-    if a != b and not any(prefix.endswith(f"learner.{f}") for f in SCHEDULE_FIELDS):
-        if prefix.startswith(("deploy", "reward", "replay", "actor", "name", "data.dir")):
+    ignored = (*SCHEDULE_FIELDS, *ONLINE_ONLY_FIELDS)
+    if a != b and not any(prefix.endswith(f"learner.{f}") for f in ignored):
+        if prefix.startswith(
+            ("deploy", "reward", "replay", "actor", "name", "data.dir", "env.online")
+        ):
             return []
         return [f"{prefix}: {a!r} -> {b!r}"]
     return []
