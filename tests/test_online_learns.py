@@ -20,7 +20,7 @@ import pytest
 from robofume.config import load_config
 
 START_UPDATES = 300
-ENV_STEPS = 1500
+ENV_STEPS = 2500
 
 OVERRIDES = {
     "data": {
@@ -76,7 +76,7 @@ def _success(cfg, checkpoint) -> float:
     from learner.evaluate import evaluate_policy
     from robofume.policy import load_policy
 
-    result = evaluate_policy(cfg, load_policy(checkpoint), ["vase_forward"], episodes=10)
+    result = evaluate_policy(cfg, load_policy(checkpoint), ["vase_forward"], episodes=20)
     return result.success_rate("vase_forward")
 
 
