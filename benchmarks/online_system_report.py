@@ -35,12 +35,15 @@ def plot(records: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(algos), figsize=(max(5.6, 4.6 * len(algos)), 4.0), dpi=120,
                              sharey=True, squeeze=False)  # fmt: skip
     for ax, algo in zip(axes[0], algos, strict=True):
-        runs = [r for r in records if r["algorithm"] == algo]
-        for i, r in enumerate(runs):
+        every = [r for r in records if r["algorithm"] == algo]
+        runs = [r for r in every if r["reward"] == "model"] or every
+        for i, r in enumerate(every):
             curve = [p for p in r["curve"] if "success" in p]
             x = [p["env_steps"] for p in curve]
+            gt = r["reward"] == "ground_truth"
+            label = f"online, seed {r['seed']}" + (" (ground-truth reward: ablation)" if gt else "")
             ax.plot(x, [p["success"] for p in curve], color=f"C{i}", lw=1.2, marker=".",
-                    label=f"online, seed {r['seed']}")  # fmt: skip
+                    ls="--" if gt else "-", label=label)  # fmt: skip
             end = r["env_steps"]
             ax.scatter([end], [r["final_success"]], color=f"C{i}", marker="*", s=90, zorder=3)
             ax.scatter([end], [r["control_success"]], color=f"C{i}", marker="x", s=50, zorder=3)
@@ -55,7 +58,7 @@ def plot(records: list[dict], path: Path) -> Path:
         ax.set_title(f"{ALGORITHM_LABELS.get(algo, algo)}: {runs[0]['task']}")
         ax.set_xlabel("environment steps (online scene)")
         ax.set_ylim(-0.05, 1.05)
-        ax.legend(fontsize=6, loc="lower right")
+        ax.legend(fontsize=6, loc="lower left")
     axes[0][0].set_ylabel("ground-truth success")
     fig.suptitle("online through `robofume up`\n(lines: evaluator, 10 episodes; *: final and "
                  "x: control, 40 episodes; evaluation seeds)", fontsize=8)  # fmt: skip
@@ -66,15 +69,16 @@ def plot(records: list[dict], path: Path) -> Path:
 
 
 def table(records: list[dict]) -> str:
-    rows = ["| algorithm | seed | env steps | updates | UTD (target) | start | control | online "
-            "| online - control | stochastic: start / control / online | false-success episodes "
-            "| FPR per frame |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = ["| algorithm | reward | seed | env steps | updates | UTD (target) | start | control "
+            "| online | online - control | stochastic: start / control / online "
+            "| false-success episodes | FPR per frame |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in records:
         rm = r.get("reward_model") or {}
         fse, fpr = rm.get("false_success_episode_fraction"), rm.get("false_positive_rate")
         rows.append(
-            f"| {ALGORITHM_LABELS.get(r['algorithm'], r['algorithm'])} | {r['seed']} "
+            f"| {ALGORITHM_LABELS.get(r['algorithm'], r['algorithm'])} | {r['reward']} "
+            f"| {r['seed']} "
             f"| {r['env_steps']} | {r['updates']} | {r['utd_effective']:.3f} "
             f"({r['utd_target']}) | {r['start_success']:.2f} | {r['control_success']:.2f} "
             f"| {r['final_success']:.2f} | {r['final_success'] - r['control_success']:+.2f} "
@@ -83,10 +87,12 @@ def table(records: list[dict]) -> str:
             f"| {'-' if fse is None else f'{fse:.1%}'} | {'-' if fpr is None else f'{fpr:.2%}'} |"
         )
     for algo in dict.fromkeys(r["algorithm"] for r in records):
-        runs = [r for r in records if r["algorithm"] == algo]
+        runs = [r for r in records if r["algorithm"] == algo and r["reward"] == "model"]
+        if not runs:
+            continue
         gain = [r["final_success"] - r["control_success"] for r in runs]
         rows.append(
-            f"| **{ALGORITHM_LABELS.get(algo, algo)} mean** | {len(runs)} seeds | | | | "
+            f"| **{ALGORITHM_LABELS.get(algo, algo)} mean** | model | {len(runs)} seed(s) | | | | "
             f"{np.mean([r['start_success'] for r in runs]):.2f} "
             f"| {np.mean([r['control_success'] for r in runs]):.2f} "
             f"| {np.mean([r['final_success'] for r in runs]):.2f} | {np.mean(gain):+.2f} "
