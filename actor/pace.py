@@ -12,8 +12,8 @@ UTD target, and the limiter lets it sample up to ``inserts - min_size_to_sample`
 (it always stays ``min_size_to_sample`` steps behind). While more than ``lead_steps`` of those
 are still unconsumed, the actor holds its tick. The learner then always has up to
 ``lead_steps`` of fresh data to work on, so it never waits for the actor, and the actor never
-runs more than that ahead of it. Reverb's own limiter
-still stops the learner from going beyond the target in the other direction.
+runs more than that ahead of it. Reverb's own limiter still stops the learner from going beyond
+the target in the other direction.
 
 The actor waits only on steps already in replay, which the learner consumes whatever the
 actor does, so a wait always ends while the learner runs (and lasts while it is down: the

@@ -7,19 +7,12 @@ data never used) after a fixed number of updates of the real pre-training code.
 from __future__ import annotations
 
 import pytest
+from state_support import STATE_DATA
 
 from robofume.config import load_config
 
 OVERRIDES = {
-    "data": {
-        "target_tasks": ["vase"],
-        "num_prior_tasks": 2,
-        "prior_episodes_per_task": 2,
-        "target_forward_episodes": 10,
-        "target_reset_episodes": 10,
-        "failure_episodes": 0,
-        "workers": 1,
-    },
+    "data": STATE_DATA,
     "network": {"hidden_dims": [128, 128]},
     "learner": {
         "batch_size": 128,

@@ -16,6 +16,7 @@ import dataclasses
 import threading
 
 import pytest
+from state_support import STATE_DATA
 
 from robofume.config import load_config
 
@@ -23,15 +24,7 @@ START_UPDATES = 300
 ENV_STEPS = 2500
 
 OVERRIDES = {
-    "data": {
-        "target_tasks": ["vase"],
-        "num_prior_tasks": 2,
-        "prior_episodes_per_task": 2,
-        "target_forward_episodes": 10,
-        "target_reset_episodes": 10,
-        "failure_episodes": 4,
-        "workers": 1,
-    },
+    "data": {**STATE_DATA, "failure_episodes": 4},  # the reward model learns from failures
     "network": {"hidden_dims": [128, 128]},
     "learner": {
         "batch_size": 128,
