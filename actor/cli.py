@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 
+from robofume.cli import print_json
+
 log = logging.getLogger(__name__)
 
 
@@ -53,5 +55,5 @@ def _handle(args: argparse.Namespace) -> int:
 
     status = run_actor(cfg, actor_id=args.actor_id, max_steps=args.steps)
     if args.json:
-        print(json.dumps(status, default=str, indent=1))
+        print_json(status, default=str, indent=1)
     return 0

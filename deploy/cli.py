@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import time
 
+from robofume.cli import print_json
 from robofume.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def _status(args: argparse.Namespace) -> int:
         "running": cluster.head_running(cfg.deploy),
     }
     if args.json:
-        print(json.dumps(report, indent=1, default=str))
+        print_json(report, indent=1, default=str)
     else:
         print(format_report(report))
         for name, st in sorted(report.get("services", {}).items()):

@@ -8,13 +8,14 @@ live in :mod:`robofume.cli`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import sys
 from collections.abc import Callable
 
-from robofume.cli import OVERRIDE_DEST, add_config_fields, config_from_args
+from robofume.cli import OVERRIDE_DEST, add_config_fields, config_from_args, json_stdout
 from robofume.config import ConfigError
 from robofume.logs import setup_logging
 
@@ -97,10 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (under Reverb) is chatty
     args = parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
-    size_command_threads(args)
     handler: Callable[[argparse.Namespace], int | None] = args.handler
+    quiet_stdout = json_stdout() if getattr(args, "json", False) else contextlib.nullcontext()
     try:
-        return int(handler(args) or 0)
+        with quiet_stdout:
+            size_command_threads(args)
+            return int(handler(args) or 0)
     except ConfigError as err:
         log.error("config error: %s", err)
         return 2

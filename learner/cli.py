@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 from collections.abc import Callable
+
+from robofume.cli import print_json
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         "evaluations": result.evaluations,
     }
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print_json(summary, indent=2)
     else:
         log.info("done: %d updates, checkpoint %s", result.steps, summary["checkpoint"])
     return 0
@@ -102,7 +103,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         deterministic=not args.stochastic,
     )
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print_json(summary, indent=2)
     else:
         for task, row in summary["tasks"].items():
             print(

@@ -7,10 +7,11 @@ the newest weights. Started again with the same run directory it resumes where i
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import threading
+
+from robofume.cli import print_json
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def _online(args: argparse.Namespace) -> int:
         "metrics": result.metrics,
     }
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print_json(summary, indent=2)
     else:
         log.info(
             "learner stopped: %d updates (%d online), checkpoint %s",

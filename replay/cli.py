@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import threading
 
-from robofume.cli import add_config_args, config_from_args
+from robofume.cli import add_config_args, config_from_args, print_json
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ def _info(args: argparse.Namespace) -> int:
         log.error("%s", err)
         return 1
     if args.json:
-        print(json.dumps({"address": address, **stats}))
+        print_json({"address": address, **stats})
     else:
         for key, value in stats.items():
             print(f"{key:>20}: {value}")

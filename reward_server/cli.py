@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from robofume.cli import print_json
 from robofume.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def _finetune(args: argparse.Namespace) -> int:
         "train_seconds": round(result.train_seconds, 1),
     }
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print_json(summary, indent=2)
     else:
         log.info("checkpoint %s (version %s)", result.checkpoint, result.model.version)
     return 0
@@ -93,7 +94,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     report = evaluate(model, args.data, split=args.split, panel=panel)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print_json(report, indent=2)
         return 0
     m = report["labels"]
     print(f"reward model {report['model_version']} on {report['split']} episodes of {args.data}")

@@ -11,7 +11,13 @@ them with their defaults), and they reach :func:`config_from_args` as ``args.ove
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 from robofume.config import ExperimentConfig, load_config
 
@@ -19,6 +25,55 @@ log = logging.getLogger(__name__)
 
 OVERRIDE_DEST = "override:"
 """Namespace attributes of declared overrides are ``override:<section.field>``."""
+
+_json_out: TextIO | None = None
+"""Where :func:`print_json` writes while :func:`json_stdout` holds stdout (None: stdout)."""
+
+
+@contextlib.contextmanager
+def json_stdout() -> Iterator[None]:
+    """Keep stdout for the JSON of a ``--json`` command: anything else goes to stderr.
+
+    Libraries print on stdout now and then (a weights-loaded line, a C extension's notice);
+    while this holds, stdout (file descriptor 1 too, when it is the real one) points at stderr
+    and only :func:`print_json` reaches the real stdout, so ``... --json | python -m json.tool``
+    parses.
+    """
+    global _json_out
+    previous = sys.stdout
+    previous.flush()
+    try:
+        python_on_fd1 = previous.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # a stream with no descriptor
+        python_on_fd1 = False
+    try:
+        saved: int | None = os.dup(1)
+    except OSError:  # no descriptor 1 at all
+        saved = None
+    if python_on_fd1 and saved is not None:
+        _json_out = os.fdopen(saved, "w", closefd=False)
+    else:
+        _json_out = previous
+    if saved is not None:
+        os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        _json_out.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+        sys.stdout = previous
+        _json_out = None
+
+
+def print_json(obj: Any, indent: int | None = 2, default: Any = str) -> None:
+    """Write ``obj`` as JSON to the command's stdout (see :func:`json_stdout`)."""
+    out = _json_out if _json_out is not None else sys.stdout
+    out.write(json.dumps(obj, indent=indent, default=default) + "\n")
+    out.flush()
 
 
 class ConfigHelpFormatter(argparse.HelpFormatter):

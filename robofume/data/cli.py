@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import logging
 from collections.abc import Callable
+
+from robofume.cli import print_json
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from robofume.data.summary import format_summary, summarize
 
     summary = summarize(args.file)
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    print_json(summary) if args.json else print(format_summary(summary))
     return 0
 
 
@@ -99,7 +100,7 @@ def _import_bridge(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     if args.json:
-        print(json.dumps(stats, indent=2))
+        print_json(stats, indent=2)
     return 0
 
 

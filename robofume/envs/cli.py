@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+
+from robofume.cli import print_json
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             "target": [t.language for t in TASKS if t.kind != "prior"],
             "prior": [t.language for t in TASKS if t.kind == "prior"],
         }
-        print(json.dumps(out, indent=2))
+        print_json(out, indent=2)
         return 0
     rows = [("#", "name", "kind", "object", "from", "to", "instruction")]
     rows += [
@@ -125,7 +126,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         "strip": str(strip),
     }
     if args.json:
-        print(json.dumps(report, indent=2))
+        print_json(report, indent=2)
     else:
         print(
             f"{task.name} ({task.language!r}), policy {args.policy}"
