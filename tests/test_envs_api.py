@@ -202,6 +202,30 @@ def test_scene_variation_changes_pixels_and_adds_distractors():
         varied.close()
 
 
+def test_object_colour_variation_recolours_the_objects_only_and_is_redrawn():
+    varied = make_env(
+        dataclasses.replace(CFG, scene=SceneVariation(object_color=0.4)), "vase_forward", 0
+    )
+    plain = make_env(CFG, task="vase_forward", seed=0)
+    try:
+        model = varied.unwrapped.model
+        vase = np.flatnonzero(model.geom_bodyid == model.body("obj_vase").id)
+        table = model.geom("table").id
+        default = plain.unwrapped.model.geom_rgba
+        varied.reset(seed=3)
+        first = model.geom_rgba[vase].copy()
+        assert np.abs(first - default[vase]).max() > 0.01
+        assert np.all(first[:, :3] <= 1) and np.all(first[:, 3] == default[vase][:, 3])
+        assert np.array_equal(model.geom_rgba[table], default[table])
+        varied.reset(seed=4)
+        assert not np.allclose(model.geom_rgba[vase], first)  # a new draw, not accumulated
+        ratio = model.geom_rgba[vase, :3] / np.maximum(default[vase, :3], 1e-6)
+        assert np.all((ratio > 0.6 - 1e-6) | (default[vase, :3] < 1e-6))
+    finally:
+        varied.close()
+        plain.close()
+
+
 def test_wrist_rotation_action_and_bad_action_dim():
     env = make_env(dataclasses.replace(CFG, action_dim=5), task="vase_forward", seed=0)
     try:

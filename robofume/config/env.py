@@ -16,6 +16,9 @@ class SceneVariation:
     """Camera position jitter in metres per episode (0 = off)."""
     distractors: int = 0
     """Number of extra distractor objects placed on the table."""
+    object_color: float = 0.0
+    """Per episode, every object's colour channels are scaled by 1 +- this (each channel on its
+    own, so hue and brightness both change; 0 = off, 0.3 = strong)."""
 
 
 @dataclass(frozen=True)

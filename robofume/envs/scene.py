@@ -278,9 +278,11 @@ class SceneVariator:
 
     Lighting: the key light's brightness and the headlight's ambient scale by 1 +- ``lighting``
     and the key light's direction tilts by about ``lighting`` radians. Camera: its position moves
-    up to ``camera_jitter`` metres per axis while it keeps looking at the table centre. With
-    everything off the model is restored to its defaults, so variation never leaks between
-    episodes. (Distractor objects are placed by the environment.)
+    up to ``camera_jitter`` metres per axis while it keeps looking at the table centre. Object
+    colour: each colour channel of every object's geoms scales by 1 +- ``object_color`` (one
+    draw per object and channel). With everything off the model is restored to its defaults,
+    so variation never leaks between episodes. (Distractor objects are placed by the
+    environment.)
     """
 
     def __init__(self, model) -> None:
@@ -292,6 +294,11 @@ class SceneVariator:
         self.ambient = model.vis.headlight.ambient.copy()
         self.cam_pos = model.cam_pos[self.cam].copy()
         self.cam_quat = model.cam_quat[self.cam].copy()
+        self.object_geoms = {
+            body: np.flatnonzero(model.geom_bodyid == model.body(f"obj_{body}").id)
+            for body in OBJECTS
+        }
+        self.geom_rgba = model.geom_rgba.copy()
 
     def apply(self, variation, rng: np.random.Generator) -> None:
         """Restore the defaults, then draw this episode's variation from ``rng``."""
@@ -301,6 +308,7 @@ class SceneVariator:
         m.vis.headlight.ambient[:] = self.ambient
         m.cam_pos[self.cam] = self.cam_pos
         m.cam_quat[self.cam] = self.cam_quat
+        m.geom_rgba[:] = self.geom_rgba
         amount = float(variation.lighting)
         if amount > 0:
             scale = 1 + rng.uniform(-amount, amount)
@@ -315,3 +323,8 @@ class SceneVariator:
             pos = CAMERA_POS + rng.uniform(-jitter, jitter, size=3)
             m.cam_pos[self.cam] = pos
             m.cam_quat[self.cam] = lookat_quat(pos, CAMERA_TARGET)
+        colour = float(variation.object_color)
+        if colour > 0:
+            for geoms in self.object_geoms.values():
+                scale = 1 + rng.uniform(-colour, colour, size=3)
+                m.geom_rgba[geoms, :3] = np.clip(self.geom_rgba[geoms, :3] * scale, 0, 1)

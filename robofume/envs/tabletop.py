@@ -20,8 +20,8 @@ touches neither finger (released). An object that is not in the scene never succ
 
 Reset-free: ``set_task`` changes only the instruction; ``reset`` draws a fresh initial state
 for the (given or current) task: its object at the task's source place with position jitter,
-the gripper open at a jittered start pose, optional scene variation (lighting, camera,
-distractors). Objects not in the scene wait inside the table with physics switched off.
+the gripper open at a jittered start pose, optional scene variation (lighting, camera, object
+colour, distractors). Objects not in the scene wait inside the table with physics switched off.
 """
 
 from __future__ import annotations
