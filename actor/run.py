@@ -137,8 +137,9 @@ def run_actor(
     run_dir = Path(cfg.deploy.run_dir)
     spill_dir = RunDir.of(cfg).spill(name)
     stop_event = stop_event or threading.Event()
+    secret = deployment_secret(cfg.deploy)  # none copied from the head: stop before the robot
     own_env = env is None
-    env = make_actor_env(cfg, seed) if own_env else env  # first: the likeliest to fail (robot)
+    env = make_actor_env(cfg, seed) if own_env else env  # the likeliest to fail (robot)
     size_threads(cfg, "actor")  # actor.policy_threads, else the actor's share of the cores
     if policy is None:
         from robofume.policy import InferencePolicy
@@ -153,7 +154,7 @@ def run_actor(
         weights,
         policy,
         cfg.hash,
-        deployment_secret(cfg.deploy),
+        secret,
         a.weights_poll_s,
         cfg.deploy.replay_address,
     )

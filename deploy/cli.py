@@ -46,6 +46,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     status.set_defaults(handler=_status)
 
+    secret = sub.add_parser(
+        "secret",
+        help="create this deployment's secret on the head (as `up` does); print where it is",
+        description="For a deployment started by hand (robofume replay serve, learner, actor "
+        "...) instead of `robofume up`: run it once on the head, then copy the file it names "
+        "to every other machine. Processes other than the head never create the secret.",
+    )
+    add_config_args(secret)
+    secret.set_defaults(handler=_secret)
+
+
+def _secret(args: argparse.Namespace) -> int:
+    from robofume.auth import deployment_secret, secret_path
+    from robofume.cli import config_from_args
+
+    cfg = config_from_args(args)
+    deployment_secret(cfg.deploy, create=True)
+    print(secret_path(cfg.deploy))
+    return 0
+
 
 def _config(args: argparse.Namespace):
     from deploy.up import resolve_addresses
@@ -76,7 +96,7 @@ def _up(args: argparse.Namespace) -> int:
     state["session"] = session
     paths = RunDir.of(cfg)
     write_resolved_config(cfg)
-    deployment_secret(cfg.deploy)  # before any process that signs or checks with it starts
+    deployment_secret(cfg.deploy, create=True)  # the head makes it, before anyone reads it
     started = cluster.start_head(cfg.deploy)
     state["started_head"] = bool(state.get("started_head")) or started
     state.update(

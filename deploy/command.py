@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 
 from robofume.cli import OVERRIDE_DEST, add_config_fields, config_from_args, json_stdout
+from robofume.auth import SecretMissing
 from robofume.config import ConfigError
 from robofume.logs import setup_logging
 
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             return int(handler(args) or 0)
     except ConfigError as err:
         log.error("config error: %s", err)
+        return 2
+    except SecretMissing as err:
+        log.error("%s", err)
         return 2
     except KeyboardInterrupt:
         log.warning("interrupted")

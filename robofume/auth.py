@@ -1,9 +1,11 @@
 """The deployment secret and the authenticators it keys: nothing from the network is trusted.
 
 One secret per deployment, ``<run_dir>/auth/secret`` (``deploy.secret_path`` to choose another
-file): 256 random bits, created with mode 0600 when missing and reused when present, so a
-single machine is protected without configuration. On a robot PC or another node, copy the
-file to the path its config names (like the Ray token, ``robofume/ray_auth.py``).
+file): 256 random bits. Only the head creates it (``robofume up``, or ``robofume secret`` for a
+deployment started by hand), with mode 0600, and reuses it when present, so a single machine
+is protected without configuration. Every other process only reads it: one that finds no
+file stops at once with :class:`SecretMissing`, which names the file to copy from the head
+(a robot PC that made its own secret would refuse every weights publish, silently).
 
 Policy weights: the learner signs every publish with HMAC-SHA256 over the manifest (names,
 shapes, dtypes, version, learner session, config hash) and the raw bytes of every array, in
@@ -37,6 +39,18 @@ MAC_KEY = "mac"
 """Manifest field holding the authenticator (hex)."""
 
 
+class SecretMissing(RuntimeError):
+    """This process found no deployment secret and is not the one that creates it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        super().__init__(
+            f"no deployment secret at {path}: copy the head's secret there (the file "
+            "<deploy.run_dir>/auth/secret on the machine that ran `robofume up`, mode 0600), "
+            "or point --deploy.secret_path at your copy"
+        )
+
+
 class WeightsRefused(ValueError):
     """Weights an actor must not run; ``reason`` is a short key for counters."""
 
@@ -64,9 +78,16 @@ def ensure_secret(path: Path) -> bytes:
     return text.encode()
 
 
-def deployment_secret(deploy: DeployConfig) -> bytes:
-    """This deployment's secret (created when missing)."""
-    return ensure_secret(secret_path(deploy))
+def deployment_secret(deploy: DeployConfig, create: bool = False) -> bytes:
+    """This deployment's secret; :class:`SecretMissing` when there is none.
+
+    ``create``: make it when missing. Only the head does (``robofume up``, ``robofume
+    secret``); a process elsewhere that made its own would never agree with the others.
+    """
+    path = secret_path(deploy)
+    if not create and not path.exists():
+        raise SecretMissing(path)
+    return ensure_secret(path)
 
 
 def _canonical(manifest: Mapping[str, Any]) -> bytes:

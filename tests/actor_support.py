@@ -16,8 +16,11 @@ from robofume.config import ExperimentConfig, load_config
 
 
 def actor_cfg(run_dir: Path, *overrides: str) -> ExperimentConfig:
-    """Smoke preset, 32 px, free-running ticks, short episodes, quick reports and retries."""
-    return load_config(
+    """Smoke preset, 32 px, free-running ticks, short episodes, quick reports and retries; the
+    deployment's secret exists (the test plays the head that made it)."""
+    from robofume.auth import deployment_secret
+
+    cfg = load_config(
         "smoke",
         overrides=[
             "--env.image_size", "32",
@@ -39,6 +42,8 @@ def actor_cfg(run_dir: Path, *overrides: str) -> ExperimentConfig:
             *overrides,
         ],
     )  # fmt: skip
+    deployment_secret(cfg.deploy, create=True)
+    return cfg
 
 
 def with_addresses(cfg: ExperimentConfig, replay: str, reward: str) -> ExperimentConfig:

@@ -16,11 +16,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def replay_config(run_dir: Path, **sections: dict) -> ExperimentConfig:
-    """The smoke preset (32 px images) with ``run_dir`` and section overrides."""
+    """The smoke preset (32 px images) with ``run_dir`` and section overrides; the test plays
+    the head, so the deployment's secret exists (as after ``robofume up``)."""
+    from robofume.auth import deployment_secret
+
     overrides: dict = {"deploy": {"run_dir": str(run_dir)}}
     for key, value in sections.items():
         overrides.setdefault(key, {}).update(value)
-    return load_config("smoke", overrides=overrides)
+    cfg = load_config("smoke", overrides=overrides)
+    deployment_secret(cfg.deploy, create=True)
+    return cfg
 
 
 def coded_episode(

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import stat
+import subprocess
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -37,6 +40,42 @@ def test_secret_is_created_private_and_reused(tmp_path):
 
 def _secret_in_a_child(path: str) -> bytes:
     return ensure_secret(Path(path))
+
+
+def test_a_robot_pc_without_the_secret_stops_at_once_naming_the_file(tmp_path):
+    """As a robot PC would run it: its own run directory and an empty HOME, no secret copied."""
+    run_dir = tmp_path / "robot_pc_run"
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "PYTHONPATH": os.getcwd()}
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "deploy.command", "actor", "--preset", "smoke",
+         "--deploy.run_dir", str(run_dir), "--deploy.replay_address", "10.9.9.9:8000"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    secret = (run_dir / "auth" / "secret").resolve()
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if " E " in line or "ERROR" in line]
+    assert len(errors) == 1 and f"no deployment secret at {secret}" in errors[0], done.stderr
+    assert "robofume up" in errors[0] and "--deploy.secret_path" in errors[0]
+    assert not secret.exists()  # it made none of its own
+    assert time.monotonic() - start < 60  # at once: no retries against the network
+
+
+def test_the_head_makes_the_secret_once(tmp_path, capsys):
+    from deploy.command import main
+    from robofume.auth import SecretMissing, deployment_secret
+    from robofume.config import load_config
+
+    cfg = load_config("smoke", overrides=["--deploy.run_dir", str(tmp_path / "head")])
+    with pytest.raises(SecretMissing):
+        deployment_secret(cfg.deploy)
+    assert main(["secret", "--preset", "smoke", "--deploy.run_dir", str(tmp_path / "head")]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path == (tmp_path / "head" / "auth" / "secret").resolve()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = path.read_text()
+    assert main(["secret", "--preset", "smoke", "--deploy.run_dir", str(tmp_path / "head")]) == 0
+    assert path.read_text() == first and deployment_secret(cfg.deploy) == first.encode()
 
 
 def test_processes_creating_the_secret_at_once_all_read_one_whole_secret(tmp_path):
