@@ -15,8 +15,8 @@ import os
 import sys
 from collections.abc import Callable
 
-from robofume.cli import OVERRIDE_DEST, add_config_fields, config_from_args, json_stdout
 from robofume.auth import SecretMissing
+from robofume.cli import OVERRIDE_DEST, add_config_fields, config_from_args, json_stdout
 from robofume.config import ConfigError
 from robofume.logs import setup_logging
 
