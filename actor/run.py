@@ -31,6 +31,7 @@ from actor.scheduler import TickScheduler
 from actor.weights import ActingPolicy, WeightsPuller, WeightsSource
 from robofume.auth import deployment_secret
 from robofume.config import ExperimentConfig
+from robofume.config.base import hashed_values
 from robofume.run_dir import RunDir
 from robofume.status import read_statuses, window_rate
 from robofume.threads import size_threads
@@ -157,6 +158,7 @@ def run_actor(
         secret,
         a.weights_poll_s,
         cfg.deploy.replay_address,
+        config_values=hashed_values(cfg),
     )
     actor = Actor(
         policy,

@@ -82,10 +82,13 @@ class WeightsPuller:
         secret: bytes,
         poll_s: float = 1.0,
         address: str = "replay",
+        config_values: Mapping[str, Any] | None = None,
     ):
         self.source = source
         self.policy = policy
         self.config_hash = config_hash
+        self.config_values = config_values
+        """The actor's hashed config fields: a mismatch names the ones that differ."""
         self._secret = secret
         self.running: tuple[int, int] | None = None
         """``(session, version)`` of the weights the policy runs (None before the first)."""
@@ -183,7 +186,14 @@ class WeightsPuller:
         self._set_reachable(True)
         manifest = getattr(fetched, "manifest", None)
         try:
-            stamp = check_weights(self._secret, manifest, variables, self.config_hash, self.running)
+            stamp = check_weights(
+                self._secret,
+                manifest,
+                variables,
+                self.config_hash,
+                self.running,
+                self.config_values,
+            )
         except WeightsRefused as err:
             self._refuse(version, err.reason, str(err))
             return

@@ -72,6 +72,7 @@ def run_evaluator(cfg: ExperimentConfig, stop_event: threading.Event) -> dict[st
 
     from actor.weights import WeightsPuller
     from robofume.auth import deployment_secret
+    from robofume.config.base import hashed_values
     from robofume.policy import InferencePolicy
     from robofume.replay_client.errors import ReplayUnavailableError
     from robofume.replay_client.info import stats_client, table_stats
@@ -82,7 +83,10 @@ def run_evaluator(cfg: ExperimentConfig, stop_event: threading.Event) -> dict[st
     d = cfg.deploy
     policy = InferencePolicy(cfg, device="cpu", seed=0)
     weights = WeightsClient(d.replay_address, timeout_s=cfg.replay.rpc_timeout_s)
-    puller = WeightsPuller(weights, policy, cfg.hash, deployment_secret(d), 1.0, d.replay_address)
+    puller = WeightsPuller(
+        weights, policy, cfg.hash, deployment_secret(d), 1.0, d.replay_address,
+        config_values=hashed_values(cfg),
+    )  # fmt: skip
     stats = stats_client(d.replay_address)
     writer = SummaryWriter(str(RunDir.of(cfg).tb("evaluator")))
     schedule = Schedule(d.evaluator_every_s, d.evaluator_every_steps)

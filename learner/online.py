@@ -117,10 +117,12 @@ class OnlineLearner:
         replay_address: str | None = None,
         device: str | torch.device | None = None,
     ):
+        from robofume.config.base import hashed_values
         from robofume.replay_client.sampler import OnlineSampler
         from robofume.replay_client.weights import WeightsClient
 
         self.cfg = cfg
+        self._config_values = hashed_values(cfg)  # sent with each publish (a mismatch names them)
         lc = cfg.learner
         self.out = Path(out_dir) if out_dir else default_out_dir(cfg)
         self.ckpt_dir = self.out / "checkpoints"
@@ -284,7 +286,12 @@ class OnlineLearner:
         if self.published == version:
             return True
         try:
-            self.weights.publish(self.learner.get_variables(), version, config_hash=self.cfg.hash)
+            self.weights.publish(
+                self.learner.get_variables(),
+                version,
+                config_hash=self.cfg.hash,
+                config=self._config_values,
+            )
         except ReplayUnavailableError as err:
             log.warning("policy weights v%d not published: %s", version, err)
             return False

@@ -116,10 +116,14 @@ def check_weights(
     variables: Mapping[str, np.ndarray],
     config_hash: str,
     running: tuple[int, int] | None,
+    config_values: Mapping[str, Any] | None = None,
 ) -> tuple[int, int]:
     """``(session, version)`` of authentic weights an actor may run; else :class:`WeightsRefused`.
 
     ``running`` is the ``(session, version)`` the actor runs (None before its first weights).
+    ``config_values`` (:func:`robofume.config.base.hashed_values` of the actor's config): a
+    config-hash mismatch then names the fields that differ from the learner's (which the
+    signed manifest carries).
     """
     if not manifest or not manifest.get(MAC_KEY):
         raise WeightsRefused("unsigned", "unsigned weights (no authenticator)")
@@ -137,10 +141,14 @@ def check_weights(
     if not their_hash:
         raise WeightsRefused("no_config_hash", "signed weights without a config hash")
     if their_hash != config_hash:
+        from robofume.config.base import config_differences
+
+        differ = config_differences(manifest.get("config"), dict(config_values or {}))
+        what = f"; differing fields (learner there, actor here): {'; '.join(differ)}"
         raise WeightsRefused(
             "config_hash",
-            f"published under config hash {their_hash}, this actor runs {config_hash}; start "
-            "the actor with the learner's preset and overrides",
+            f"published under config hash {their_hash}, this actor runs {config_hash}"
+            f"{what if differ else ''}; start the actor with the learner's preset and overrides",
         )
     stamp = (int(manifest.get("session", 0)), int(manifest["version"]))
     if running is not None and stamp < running:

@@ -6,6 +6,7 @@ The attacks are made as a client on the network would: straight into a real Reve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -188,6 +189,37 @@ def test_actor_runs_only_authentic_newer_weights(tmp_path):
         check(5)
         assert policy.version == 5 and puller.running == (3_000, 5)
         assert REFUSAL_RECHECK_S >= 1.0
+    finally:
+        server.stop(checkpoint=False)
+
+
+def test_a_config_mismatch_names_the_fields_that_differ(tmp_path):
+    """The head ran with an override the robot PC was not given: the refusal says which."""
+    from robofume.auth import deployment_secret
+    from robofume.config.base import hashed_values
+
+    robot = actor_cfg(tmp_path)
+    head = robot.replace(
+        learner=dataclasses.replace(robot.learner, utd_ratio=robot.learner.utd_ratio * 2),
+        reward=dataclasses.replace(robot.reward, threshold=0.7),
+    )
+    assert head.hash != robot.hash
+    server = start_replay(robot, tmp_path / "replay_ckpt")
+    try:
+        address, secret = server.address, deployment_secret(robot.deploy)
+        learner = WeightsClient(address, secret=secret, session=2_000)
+        learner.publish(policy_variables(robot), 10, head.hash, config=hashed_values(head))
+        puller = WeightsPuller(
+            WeightsClient(address), InferencePolicy(robot), robot.hash, secret, 0.05, address,
+            config_values=hashed_values(robot),
+        )  # fmt: skip
+        puller.check_once()
+        assert puller.refusals["config_hash"] == 1 and puller.running is None
+        error = puller.last_error
+        utd = robot.learner.utd_ratio
+        assert f"learner.utd_ratio: {utd * 2!r} there, {utd!r} here" in error
+        assert "reward.threshold: 0.7 there" in error
+        assert "actor." not in error and "deploy." not in error  # process-local: not compared
     finally:
         server.stop(checkpoint=False)
 

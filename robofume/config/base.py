@@ -189,3 +189,36 @@ def config_hash(config: Any, exclude: tuple[str, ...] = PROCESS_LOCAL) -> str:
     data = {k: v for k, v in to_dict(config).items() if k not in exclude}
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def hashed_values(config: Any, exclude: tuple[str, ...] = PROCESS_LOCAL) -> dict[str, Any]:
+    """What :func:`config_hash` covers, flat: ``{"learner.utd_ratio": 0.5, ...}``."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, inner)
+        else:
+            out[prefix] = value
+
+    walk("", {k: v for k, v in to_dict(config).items() if k not in exclude})
+    return out
+
+
+def config_differences(theirs: Any, ours: dict[str, Any], limit: int = 8) -> list[str]:
+    """``field: theirs X, here Y`` for each hashed field that differs (at most ``limit``)."""
+    if not isinstance(theirs, dict):
+        return []
+    keys = sorted(set(theirs) | set(ours))
+    missing = object()
+    lines = [
+        f"{k}: {theirs.get(k, missing)!r} there, {ours.get(k, missing)!r} here".replace(
+            repr(missing), "(unknown)"
+        )
+        for k in keys
+        if theirs.get(k, missing) != ours.get(k, missing)
+    ]
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"... and {len(lines) - limit} more"]
+    return lines

@@ -95,8 +95,13 @@ class WeightsClient:
         variables: Mapping[str, np.ndarray],
         version: int,
         config_hash: str,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
-        """Make ``variables`` the newest policy weights under ``version``, signed."""
+        """Make ``variables`` the newest policy weights under ``version``, signed.
+
+        ``config``: the learner's hashed config fields (``hashed_values``), sent inside the
+        signed manifest so an actor whose hash differs can name the fields.
+        """
         from robofume.auth import sign_manifest
 
         if not variables:
@@ -118,6 +123,8 @@ class WeightsClient:
             "shapes": [list(a.shape) for a in arrays],
             "dtypes": [a.dtype.str for a in arrays],
         }
+        if config is not None:
+            manifest["config"] = dict(config)
         manifest = sign_manifest(self._secret, manifest, arrays)
         blob = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8).copy()
         step: dict[str, np.ndarray] = {
