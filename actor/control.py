@@ -4,8 +4,9 @@ Every source puts a command on one :class:`Commands` queue; the tick loop takes 
 start of the next tick. ``intervene`` stops the current episode, resets the scene and
 restarts the forward task; ``stop`` ends the actor cleanly (flushing what it collected).
 
-HTTP (bound to 127.0.0.1 only): ``POST /intervene``, ``POST /stop``, ``GET /status``. When
-``deploy.token`` is set, requests must carry it in the ``X-Robofume-Token`` header.
+HTTP (bound to 127.0.0.1 only): ``POST /intervene``, ``POST /stop``, ``GET /status``. Requests
+carry the deployment's link token (``robofume.auth.link_token``: ``deploy.token``, else derived
+from the deployment secret) in the ``X-Robofume-Token`` header.
 """
 
 from __future__ import annotations
@@ -181,8 +182,11 @@ def send_command(cfg: Any, command: str, actor_id: int = 0, timeout: float = 5.0
     port = cfg.deploy.control_port + actor_id
     url = f"http://127.0.0.1:{port}/{command}"
     request = urllib.request.Request(url, data=b"", method="POST")
-    if cfg.deploy.token:
-        request.add_header(TOKEN_HEADER, cfg.deploy.token)
+    from robofume.auth import link_token
+
+    token = link_token(cfg.deploy)
+    if token:
+        request.add_header(TOKEN_HEADER, token)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as reply:
             return json.loads(reply.read())

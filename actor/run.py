@@ -29,7 +29,7 @@ from actor.replay_link import EpisodeSink
 from actor.report import Reporter
 from actor.scheduler import TickScheduler
 from actor.weights import ActingPolicy, WeightsPuller, WeightsSource
-from robofume.auth import deployment_secret
+from robofume.auth import deployment_secret, link_token
 from robofume.config import ExperimentConfig
 from robofume.config.base import hashed_values
 from robofume.run_dir import RunDir
@@ -260,7 +260,7 @@ def run_actor(
     try:
         if a.control_rpc:
             port = cfg.deploy.control_port + actor_id if cfg.deploy.control_port else 0
-            server = ControlServer(commands, port, snapshot, cfg.deploy.token).start()
+            server = ControlServer(commands, port, snapshot, link_token(cfg.deploy)).start()
         if a.keyboard:
             start_keyboard(commands)
         delivery.start()

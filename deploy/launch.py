@@ -13,6 +13,7 @@ import ray
 
 from deploy import services
 from deploy.up import config_dict
+from robofume.auth import link_token
 from robofume.config import ExperimentConfig
 from robofume.run_dir import RunDir
 
@@ -70,7 +71,7 @@ def start_reward(cfg: ExperimentConfig) -> list[str]:
                 to_dict(reward_cfg),
                 cfg.deploy.bind_host,
                 cfg.deploy.reward_port + i,
-                cfg.deploy.token,
+                link_token(cfg.deploy),
                 cfg.deploy.tls_cert,
                 cfg.deploy.tls_key,
                 "cuda" if cfg.deploy.reward_gpus > 0 else cfg.reward.device,

@@ -134,9 +134,11 @@ def _serve(args: argparse.Namespace) -> int:
     port = cfg.deploy.reward_port if args.port is None else args.port
 
     async def main() -> None:
+        from robofume.auth import link_token
+
         d = cfg.deploy
         server = RewardServer(
-            model, cfg.reward, d.token, d.tls_cert, d.tls_key, d.allow_insecure_remote
+            model, cfg.reward, link_token(d), d.tls_cert, d.tls_key, d.allow_insecure_remote
         )
         bound = await server.start(host, port)
         log.info("ready in %.1f s", time.perf_counter() - start)

@@ -25,6 +25,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from robofume.auth import link_token
 from robofume.config import ExperimentConfig
 from robofume.config.base import from_dict, to_dict
 from robofume.config.reward import RewardConfig
@@ -216,7 +217,7 @@ def launch_replicas(
             to_dict(reward_cfg),
             host,
             base + i if base else 0,
-            cfg.deploy.token,
+            link_token(cfg.deploy),
             cfg.deploy.tls_cert,
             cfg.deploy.tls_key,
             device,

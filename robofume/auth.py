@@ -90,6 +90,22 @@ def deployment_secret(deploy: DeployConfig, create: bool = False) -> bytes:
     return ensure_secret(path)
 
 
+LINK_TOKEN_CONTEXT = b"robofume link token v1"
+
+
+def link_token(deploy: DeployConfig) -> str:
+    """The token of the deployment's gRPC and control links: ``deploy.token`` when set, else
+    one derived from the deployment secret (HMAC), so no preset needs to ship a token and
+    every machine that holds the secret agrees on it. "" when neither exists (loopback only:
+    servers refuse to listen beyond it without a token)."""
+    if deploy.token:
+        return deploy.token
+    path = secret_path(deploy)
+    if not path.exists():
+        return ""
+    return hmac.new(ensure_secret(path), LINK_TOKEN_CONTEXT, hashlib.sha256).hexdigest()[:40]
+
+
 def _canonical(manifest: Mapping[str, Any]) -> bytes:
     body = {k: v for k, v in manifest.items() if k != MAC_KEY}
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()

@@ -261,9 +261,11 @@ def check_bind(host: str, token: str, tls_cert: str, allow_insecure: bool, what:
         if not allow_insecure:
             raise InsecureBindError(
                 f"{what}: refusing to listen on {describe_host(host)} without a token: anyone "
-                "on the network could use it. Set deploy.token (and deploy.tls_cert / "
-                "deploy.tls_key), bind loopback (deploy.bind_host 127.0.0.1), or accept the "
-                "risk with deploy.allow_insecure_remote true"
+                "on the network could use it. Give it the deployment secret (`robofume secret` "
+                "on the head, then copy the file: the link token derives from it) or set "
+                "deploy.token (and deploy.tls_cert / deploy.tls_key), bind loopback "
+                "(deploy.bind_host 127.0.0.1), or accept the risk with "
+                "deploy.allow_insecure_remote true"
             )
         log.warning(
             "%s listens on %s WITHOUT a token or TLS (deploy.allow_insecure_remote): anyone "

@@ -96,7 +96,10 @@ class RewardClient:
         addresses = [addresses] if isinstance(addresses, str) else list(addresses)
         if not addresses:
             raise ValueError("RewardClient needs at least one replica address")
-        token = token if token is not None else getattr(deploy, "token", "")
+        if token is None:
+            from robofume.auth import link_token
+
+            token = link_token(deploy) if deploy is not None else ""
         tls_cert = tls_cert if tls_cert is not None else getattr(deploy, "tls_cert", "")
         self.timeout_s = timeout_s or reward.client_timeout_s
         self._replicas = [_Replica(a, token, tls_cert, reward.max_message_mb) for a in addresses]

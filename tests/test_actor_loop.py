@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -144,8 +146,12 @@ def test_step_limit_weights_updates_hash_check_and_rpc_intervention(servers, tmp
     )
     port = json.loads(status_file.read_text())["control_port"]
     request = urllib.request.Request(f"http://127.0.0.1:{port}/intervene", method="POST", data=b"")
-    with urllib.request.urlopen(request, timeout=10) as reply:
-        assert json.loads(reply.read())["ok"] is True
+    with pytest.raises(urllib.error.HTTPError, match="401"):  # no link token: refused
+        urllib.request.urlopen(request, timeout=10)
+    from actor.control import send_command
+
+    control = cfg.replace(deploy=dataclasses.replace(cfg.deploy, control_port=port))
+    assert send_command(control, "intervene")["ok"] is True  # with the deployment's token
     wait_until(lambda: bg.loop.interventions == 1, 30, "the intervention")
     after = max(steps_at_v2 + 30, bg.loop.steps + 5)  # an episode after the restart too
     wait_until(lambda: bg.loop.steps >= after, 60, "more steps")

@@ -79,6 +79,27 @@ def test_the_head_makes_the_secret_once(tmp_path, capsys):
     assert path.read_text() == first and deployment_secret(cfg.deploy) == first.encode()
 
 
+def test_the_link_token_derives_from_the_secret_unless_one_is_configured(tmp_path):
+    import shutil
+
+    from robofume.auth import deployment_secret, link_token, secret_path
+    from robofume.config import load_config
+
+    def cfg(run_dir, *more):
+        return load_config("smoke", overrides=["--deploy.run_dir", str(run_dir), *more]).deploy
+
+    head, robot, stranger = cfg(tmp_path / "head"), cfg(tmp_path / "robot"), cfg(tmp_path / "x")
+    assert link_token(robot) == ""  # no secret yet: loopback only
+    deployment_secret(head, create=True)
+    deployment_secret(stranger, create=True)
+    secret_path(robot).parent.mkdir(parents=True)
+    shutil.copy(secret_path(head), secret_path(robot))  # what the README says to copy
+    assert len(link_token(head)) == 40 and link_token(head) == link_token(robot)
+    assert link_token(stranger) != link_token(head)
+    assert deployment_secret(head).decode() not in link_token(head)  # not the secret itself
+    assert link_token(cfg(tmp_path / "head", "--deploy.token", "t0k")) == "t0k"
+
+
 def test_processes_creating_the_secret_at_once_all_read_one_whole_secret(tmp_path):
     """The deployment's processes start together: none may read a half-written secret."""
     ctx = multiprocessing.get_context("fork")
