@@ -53,6 +53,14 @@ def _handle(args: argparse.Namespace) -> int:
         return 0 if reply.get("ok") else 1
     from actor.run import run_actor
 
+    if cfg.deploy.head_address:  # the robot PC: the cluster's config and addresses
+        from robofume.telemetry import HeadUnavailable, join_head
+
+        try:
+            cfg = join_head(cfg)
+        except HeadUnavailable as err:
+            log.error("%s (deploy.head_address %s)", err, cfg.deploy.head_address)
+            return 1
     status = run_actor(cfg, actor_id=args.actor_id, max_steps=args.steps)
     if args.json:
         print_json(status, default=str, indent=1)

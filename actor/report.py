@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +19,7 @@ from actor.episodes import Segment
 from robofume import metrics as M
 from robofume.status import write_status
 from robofume.strips import episode_strip
+from robofume.telemetry import HeadReporter, HeadSummaryWriter, TeeWriter
 from robofume.types import Episode
 
 log = logging.getLogger(__name__)
@@ -32,8 +36,12 @@ class Reporter:
         every_s: float,
         tb_dir: str | Path | None = None,
         strip_every: int = 0,
+        head: HeadReporter | None = None,
     ):
+        """``head``: also send every heartbeat and summary to the head's registry (a machine
+        that shares no disk with the head)."""
         self.name = name
+        self.head = head
         self.run_dir = Path(run_dir)
         self.snapshot = snapshot
         self.every_s = every_s
@@ -65,6 +73,8 @@ class Reporter:
         self.report()
         if self._writer is not None:
             self._writer.close()
+        if self.head is not None:
+            self.head.close()
 
     # --- called by the delivery thread when a segment's labels are complete -------------
     def on_finalized(self, seg: Segment, episodes: list[Episode]) -> None:
@@ -109,11 +119,15 @@ class Reporter:
                 log.exception("actor report failed")
 
     def _tb(self) -> Any:
-        if self._writer is None and self.tb_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
+        if self._writer is None and (self.tb_dir is not None or self.head is not None):
+            local = None
+            if self.tb_dir is not None:
+                from torch.utils.tensorboard import SummaryWriter
 
-            self.tb_dir.mkdir(parents=True, exist_ok=True)
-            self._writer = SummaryWriter(str(self.tb_dir))
+                self.tb_dir.mkdir(parents=True, exist_ok=True)
+                local = SummaryWriter(str(self.tb_dir))
+            remote = HeadSummaryWriter(self.head) if self.head is not None else None
+            self._writer = TeeWriter(local, remote) if remote is not None else local
         return self._writer
 
     def report(self) -> dict[str, Any]:
@@ -204,7 +218,17 @@ class Reporter:
                 if value is not None:
                     writer.add_scalar(tag, float(value), step)
             writer.flush()
+        if self.head is not None:
+            snap["head"] = {
+                "address": self.head.client.address,
+                "reachable": not self.head.last_error,
+                "reports_sent": self.head.sent,
+                "reports_dropped": self.head.dropped,
+            }
         write_status(self.run_dir, self.name, snap)
+        if self.head is not None:
+            self.head.heartbeat({"pid": os.getpid(), "host": socket.gethostname(), **snap,
+                                 "time": time.time()})  # fmt: skip
         if writer is not None and (self._last or {}).get("state") != snap.get("state"):
             writer.add_text(M.ACTOR_STATE, f"{snap.get('state')} (at env step {step})", step)
             writer.flush()

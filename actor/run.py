@@ -248,6 +248,11 @@ def run_actor(
         )
         return snap
 
+    head = None
+    if cfg.deploy.head_address:  # another machine: the head's status and dashboard show us
+        from robofume.telemetry import HeadClient, HeadReporter
+
+        head = HeadReporter(HeadClient(cfg.deploy.head_address, link_token(cfg.deploy)), name)
     reporter = Reporter(
         name,
         run_dir,
@@ -255,6 +260,7 @@ def run_actor(
         a.report_every_s,
         tb_dir=RunDir.of(cfg).tb(name),
         strip_every=a.strip_every,
+        head=head,
     )
     restore_signal = install_signal_handler(commands)
     try:

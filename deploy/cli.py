@@ -46,6 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     status.set_defaults(handler=_status)
 
+    registry = sub.add_parser(
+        "registry",
+        help="the head's registry: remote components report and discover the cluster here",
+        description="Started by `robofume up` on the head (deploy.head_port). A robot PC or "
+        "another node points --deploy.head_address at it.",
+    )
+    add_config_args(registry)
+    registry.set_defaults(handler=_registry)
+
     secret = sub.add_parser(
         "secret",
         help="create this deployment's secret on the head (as `up` does); print where it is",
@@ -55,6 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_args(secret)
     secret.set_defaults(handler=_secret)
+
+
+def _registry(args: argparse.Namespace) -> int:
+    from deploy.registry import serve
+
+    serve(_config(args))
+    return 0
 
 
 def _secret(args: argparse.Namespace) -> int:
@@ -81,6 +97,7 @@ def _up(args: argparse.Namespace) -> int:
         load_state,
         process_alive,
         save_state,
+        start_registry,
         start_tensorboard,
         write_resolved_config,
     )
@@ -105,6 +122,9 @@ def _up(args: argparse.Namespace) -> int:
         preset=cfg.name,
     )
     save_state(cfg, state)
+    if not process_alive(state.get("registry_pid")):  # remote components report here
+        state["registry_pid"] = start_registry(cfg)
+        save_state(cfg, state)
     if not args.no_tensorboard and not process_alive(state.get("tensorboard_pid")):
         state["tensorboard_pid"] = start_tensorboard(cfg)
         save_state(cfg, state)
@@ -156,6 +176,7 @@ def _down(args: argparse.Namespace) -> int:
         stopped = launch.stop_services(launch.service_names(cfg, state))
         log.info("stopped: %s", ", ".join(stopped) or "no running services")
     stop_pid(state.get("tensorboard_pid"))
+    stop_pid(state.get("registry_pid"))
     if state.get("started_head"):
         import ray
 

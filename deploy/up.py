@@ -98,45 +98,47 @@ def start_tensorboard(cfg: ExperimentConfig) -> int | None:
     :data:`TENSORBOARD_NICENESS`; returns its pid."""
     paths = RunDir.of(cfg)
     paths.tensorboard.mkdir(parents=True, exist_ok=True)
-    paths.logs.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).with_name("tensorboard")
-    cmd = [
-        str(exe),
-        "--logdir",
-        str(paths.root),
-        "--host",
-        cfg.deploy.bind_host,
-        "--port",
-        str(cfg.deploy.tensorboard_port),
-        "--reload_interval",
-        "5",
-    ]
-    logfile = paths.logs / "tensorboard.log"
+    cmd = [str(exe), "--logdir", str(paths.root), "--host", cfg.deploy.bind_host,
+           "--port", str(cfg.deploy.tensorboard_port), "--reload_interval", "5"]  # fmt: skip
+    return _spawn(cfg, cmd, "tensorboard", cfg.deploy.tensorboard_port, TENSORBOARD_NICENESS)
+
+
+def start_registry(cfg: ExperimentConfig) -> int | None:
+    """The head's registry (``robofume registry``, :mod:`deploy.registry`) with the resolved
+    config; returns its pid."""
+    cmd = [sys.executable, "-m", "deploy.command", "registry",
+           "--config_path", str(RunDir.of(cfg).config)]  # fmt: skip
+    return _spawn(cfg, cmd, "registry", cfg.deploy.head_port, 0)
+
+
+def _spawn(cfg: ExperimentConfig, cmd: list[str], what: str, port: int, nice: int) -> int | None:
+    """Start ``cmd`` in its own session, log to ``logs/<what>.log``, wait for ``port``."""
+    paths = RunDir.of(cfg)
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    logfile = paths.logs / f"{what}.log"
     with open(logfile, "ab") as out:
         proc = subprocess.Popen(
             cmd,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=lambda: os.nice(TENSORBOARD_NICENESS),
+            preexec_fn=(lambda: os.nice(nice)) if nice else None,
         )
     host = "127.0.0.1" if cfg.deploy.bind_host == "0.0.0.0" else cfg.deploy.bind_host
     deadline = time.monotonic() + 60.0
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = logfile.read_text(errors="replace").strip().splitlines()[-5:]
-            log.error(
-                "tensorboard exited (%s), see %s:\n%s", proc.returncode, logfile, "\n".join(tail)
-            )
+            log.error("%s exited (%s), see %s:\n%s", what, proc.returncode, logfile,
+                      "\n".join(tail))  # fmt: skip
             return None
         with socket.socket() as sock:
             sock.settimeout(1.0)
-            if sock.connect_ex((host, cfg.deploy.tensorboard_port)) == 0:
+            if sock.connect_ex((host, port)) == 0:
                 return proc.pid
         time.sleep(0.5)
-    log.warning(
-        "tensorboard is not answering on port %d yet; see %s", cfg.deploy.tensorboard_port, logfile
-    )
+    log.warning("%s is not answering on port %d yet; see %s", what, port, logfile)
     return proc.pid
 
 

@@ -30,6 +30,12 @@ class DeployConfig:
     """Port of the Reverb server."""
     control_port: int = 8020
     """Port of the actor's small control RPC (human intervention)."""
+    head_port: int = 8030
+    """Port of the head's registry (deploy/registry.py), which `up` starts on the head."""
+    head_address: str = ""
+    """``host:port`` of the head's registry, for a process on another machine (the robot PC):
+    it then takes the cluster's config and the replay and reward addresses from the head, and
+    sends its heartbeats and dashboard summaries there. Empty: this machine is the head."""
     tensorboard_port: int = 6006
     """TensorBoard port."""
     ray_address: str = "auto"
