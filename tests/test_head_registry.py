@@ -63,7 +63,7 @@ def robot_pc_actor(tmp_path, head_address: str, *more: str) -> subprocess.Comple
     cmd = [sys.executable, "-m", "deploy.command", "actor", "--preset", "smoke", "--actor_id",
            "7", "--steps", str(ROBOT_STEPS), *overrides, *more]  # fmt: skip
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=int(os.environ.get("ROBOT_TIMEOUT", "240")), env=env)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     except subprocess.TimeoutExpired as err:
         tail = (err.stderr or b"")[-4000:]
         raise AssertionError(f"the robot-PC actor did not finish:\n{tail!r}") from None
