@@ -170,6 +170,58 @@ def build_dataset(
     )
 
 
+def near_success(data: ClassifierData, frames: int) -> np.ndarray:
+    """Bool (N,): the last ``frames`` "no" frames before the "yes" frames of each demo."""
+    if frames <= 0 or len(data) == 0:
+        return np.zeros(len(data), bool)
+    first_yes = np.full(len(data.episode_ids), np.iinfo(np.int64).max)
+    yes = data.labels > 0.5
+    np.minimum.at(first_yes, data.episode[yes], data.frame[yes])
+    start = first_yes[data.episode] - frames
+    return ~yes & (data.frame >= start) & (data.frame < first_yes[data.episode])
+
+
+def paired_task(task: str) -> str | None:
+    """The reset task of a forward task and the other way round (None: no pair known)."""
+    from robofume.envs.tasks import get_task
+
+    try:
+        return get_task(task).pair
+    except (KeyError, ValueError):
+        return None
+
+
+def with_hard_negatives(data: ClassifierData) -> ClassifierData:
+    """``data`` plus each "yes" frame asked with its paired task's question, labelled "no".
+
+    A forward demo's success frame (the object in its bin) is where the reset task starts, and
+    the reset demo's success frame (the object back in the centre) is where the forward task
+    starts: asked the other task's question, the answer is "no". Such rows differ from a
+    "yes" row only in the question, so the model cannot answer from the arm's pose or from a
+    finished-looking motion; it has to find the object. Rows keep their episode, so an
+    episode split stays clean. Tasks without a known pair add nothing.
+    """
+    questions = data.task_questions
+    rows, new_questions = [], []
+    for i in np.flatnonzero(data.labels > 0.5):
+        other = paired_task(data.episode_tasks[data.episode[i]])
+        if other is not None and other in questions:
+            rows.append(i)
+            new_questions.append(questions[other])
+    if not rows:
+        return data
+    extra = data.subset(np.asarray(rows))
+    return dataclasses.replace(
+        data,
+        images=np.concatenate([data.images, extra.images]),
+        labels=np.concatenate([data.labels, np.zeros(len(rows), np.float32)]),
+        questions=[*data.questions, *new_questions],
+        episode=np.concatenate([data.episode, extra.episode]),
+        frame=np.concatenate([data.frame, extra.frame]),
+        success=np.concatenate([data.success, np.zeros(len(rows), bool)]),
+    )
+
+
 def split_episodes(
     data: ClassifierData, fraction: float, seed: int = 0
 ) -> tuple[list[str], list[str]]:

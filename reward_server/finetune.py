@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from reward_server.backends import make_reward_model
-from reward_server.dataset import ClassifierData, load_classifier_data, split_three
+from reward_server.dataset import (
+    ClassifierData,
+    load_classifier_data,
+    near_success,
+    split_three,
+    with_hard_negatives,
+)
 from reward_server.model import RewardModel
 from reward_server.thresholds import choose_threshold, classification_metrics
 from robofume import metrics as tags
@@ -39,18 +45,28 @@ class FinetuneResult:
 
 
 def sample_batch(
-    labels: np.ndarray, batch_size: int, positive_fraction: float, rng: np.random.Generator
+    labels: np.ndarray,
+    batch_size: int,
+    positive_fraction: float,
+    rng: np.random.Generator,
+    hard: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Row indices: ``positive_fraction`` of the batch from "yes" rows, the rest from "no"."""
+    """Row indices: ``positive_fraction`` of the batch from "yes" rows, the rest from "no";
+    with ``hard`` (bool per row), as many of the "no" rows from the hard ones as "yes" rows."""
     pos = np.flatnonzero(labels > 0.5)
     neg = np.flatnonzero(labels <= 0.5)
+    hard_rows = np.flatnonzero(hard & (labels <= 0.5)) if hard is not None else neg[:0]
     n_pos = round(batch_size * positive_fraction) if len(pos) else 0
     n_pos = batch_size if not len(neg) else n_pos
+    n_hard = min(n_pos, batch_size - n_pos) if len(hard_rows) else 0
     idx = []
     if n_pos:
         idx.append(rng.choice(pos, n_pos, replace=len(pos) < n_pos))
-    if batch_size - n_pos:
-        idx.append(rng.choice(neg, batch_size - n_pos, replace=len(neg) < batch_size - n_pos))
+    if n_hard:
+        idx.append(rng.choice(hard_rows, n_hard, replace=len(hard_rows) < n_hard))
+    rest = batch_size - n_pos - n_hard
+    if rest:
+        idx.append(rng.choice(neg, rest, replace=len(neg) < rest))
     return np.concatenate(idx)
 
 
@@ -75,12 +91,14 @@ def train_model(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     losses: list[float] = []
     labels_all = torch.from_numpy(train.labels)
+    hard = near_success(train, cfg.near_success_frames)
+    extra = torch.from_numpy(np.where(hard, cfg.near_success_weight, 1.0).astype(np.float32))
     bar = progress(range(steps), desc=f"fine-tune {model.backend}", unit="step")
     for step in bar:
-        idx = sample_batch(train.labels, cfg.batch_size, cfg.positive_fraction, rng)
+        idx = sample_batch(train.labels, cfg.batch_size, cfg.positive_fraction, rng, hard)
         logits = model.train_logits(idx, train, cfg.augment).float()
         labels = labels_all[idx].to(logits.device)
-        weights = torch.where(labels > 0.5, 1.0, cfg.negative_weight)
+        weights = torch.where(labels > 0.5, 1.0, cfg.negative_weight) * extra[idx].to(labels)
         loss = (
             torch.nn.functional.binary_cross_entropy_with_logits(
                 logits, labels, weight=weights, reduction="sum"
@@ -103,10 +121,18 @@ def train_model(
 
 
 def tune_threshold(model: RewardModel, heldout: ClassifierData, cfg: RewardConfig) -> np.ndarray:
-    """Score ``heldout``, set ``model.threshold`` for ``cfg.target_fpr`` (not below
-    ``cfg.min_threshold``); return the probs."""
+    """Score ``heldout``, set ``model.threshold`` for ``cfg.target_fpr`` on the "no" frames
+    of every episode kind (the highest kind's threshold; not below ``cfg.min_threshold``);
+    return the probs."""
     probs = model.score(heldout.images, heldout.questions)
-    tuned = choose_threshold(probs[heldout.labels <= 0.5], cfg.target_fpr, cfg.threshold)
+    neg, kinds = heldout.labels <= 0.5, heldout.kinds()
+    per_kind = {
+        str(k): choose_threshold(probs[neg & (kinds == k)], cfg.target_fpr, cfg.threshold)
+        for k in sorted(set(kinds[neg].tolist()))
+    }
+    tuned = max(per_kind.values(), default=cfg.threshold)
+    log.info("thresholds for FPR %.3f per kind: %s", cfg.target_fpr,
+             ", ".join(f"{k} {v:.4f}" for k, v in per_kind.items()))  # fmt: skip
     if tuned < cfg.min_threshold:
         log.info("tuned threshold %.4f raised to min_threshold %.2f", tuned, cfg.min_threshold)
     model.threshold = max(tuned, cfg.min_threshold)
@@ -130,6 +156,8 @@ def finetune_data(
         data, cfg.val_fraction, cfg.heldout_fraction, cfg.seed
     )
     train, val, held = (data.for_episodes(i) for i in (train_ids, val_ids, held_ids))
+    if cfg.hard_negatives:  # training and the threshold; held-out keeps the labelling rule
+        train, val = with_hard_negatives(train), with_hard_negatives(val)
     log.info("train %s, validation %s, held-out %s", train.summary(), val.summary(), held.summary())
     if len(held) == 0:
         log.warning("no held-out episodes: measuring on the training frames")

@@ -174,7 +174,8 @@ class VLMRewardModel(RewardModel):
         self.model.train()
         images = data.images[idx]
         if augment_:
-            x = augment(to_float(images, images.shape[1], "cpu"), self._rng)
+            x = to_float(images, images.shape[1], "cpu")
+            x = augment(x, self._rng, self.cfg.augment_strength)
             images = (x.permute(0, 2, 3, 1) * 255.0).round().to(torch.uint8).numpy()
         return self._forward(images, [data.questions[i] for i in idx])
 

@@ -62,7 +62,9 @@ class RewardFinetuneConfig:
     positive_fraction: float = 0.25
     """Share of 'yes' examples in each fine-tuning batch (the rest are drawn from 'no')."""
     target_fpr: float = 0.02
-    """The decision threshold is chosen for this false-positive rate on validation data."""
+    """The decision threshold is chosen for this false-positive rate on validation data, on
+    the frames of each episode kind (forward demos, reset demos, failures) separately: the
+    highest of those thresholds, so no kind's frames exceed it."""
     threshold: float = 0.5
     """Decision threshold on P(yes) (replaced by the tuned one in a checkpoint)."""
     min_threshold: float = 0.5
@@ -76,9 +78,22 @@ class RewardFinetuneConfig:
     """Fine-tuning learning rate (head; LoRA for vlm)."""
     negative_weight: float = 2.0
     """Loss weight of 'no' examples (pushes towards a low false-positive rate)."""
+    near_success_frames: int = 3
+    """The last this many 'no' frames before a demo's 'yes' frames (the object placed, the
+    gripper still on it or opening) are hard negatives: as many of them as 'yes' frames fill
+    each batch (chosen on validation seeds, benchmarks/reward_robustness.py)."""
+    near_success_weight: float = 1.0
+    """Loss weight of those near-success frames, times a 'no' frame's."""
     augment: bool = True
-    """Random shifts and brightness/contrast jitter while fine-tuning (`cnn`, `vlm`, and
-    `embedded` through extra cached views)."""
+    """Augment the training frames (`cnn`, `vlm`, and `embedded` through extra cached views):
+    camera shift, zoom and roll, lighting and colour cast (reward_server/images.py)."""
+    augment_strength: float = 1.0
+    """Scale of every augmentation range (1: the ranges in reward_server/images.py)."""
+    hard_negatives: bool = True
+    """Also train on each demo's success frames asked with the question of another task on
+    the same object that ends elsewhere (the forward task's goal is the reset task's start):
+    'no'. Teaches the model to look at where the object is, not that the arm is done (chosen
+    on validation seeds, benchmarks/reward_robustness.py)."""
     augment_views: int = 2
     """`embedded` with a frozen backbone: augmented copies of each training frame cached."""
     log_every: int = 50
