@@ -54,10 +54,12 @@ def start(tmp_path_factory):
     """The dataset, a weak pre-trained checkpoint and a fine-tuned reward model."""
     from learner.pretrain import pretrain
     from reward_server.finetune import finetune
+    from robofume.auth import deployment_secret
     from robofume.data import generate_dataset
 
     run_dir = tmp_path_factory.mktemp("online_run")
     cfg = load_config("sim-state", overrides={**OVERRIDES, "deploy": {"run_dir": str(run_dir)}})
+    deployment_secret(cfg.deploy, create=True)  # the test plays the head
     data = tmp_path_factory.mktemp("online_data")
     generate_dataset(cfg, data)
     weak = pretrain(cfg, data, run_dir / "pretrain")
