@@ -3,22 +3,42 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROCESSES = ("actor", "learner", "reward_server", "replay", "deploy")
+MODULE_NAME = re.compile(
+    r"^(actor|learner|reward_server|replay|deploy|robofume)(\.[a-z_0-9]+)+(:[a-z_0-9]+)?$"
+)
+"""A string naming one of our modules (``"learner.cli"``, ``"deploy.entry:run_learner"``):
+what ``importlib.import_module`` or a Ray service target imports."""
 
 
 def _imports(package: str) -> list[tuple[str, str]]:
-    """(file, imported module) for every import in ``package``, lazy ones included."""
+    """(file, imported module) for every import in ``package``, lazy ones included, and every
+    module named in a string (imports through importlib and service targets)."""
     found = []
     for path in sorted((ROOT / package).rglob("*.py")):
+        where = str(path.relative_to(ROOT))
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found.append((str(path.relative_to(ROOT)), node.module))
+                found.append((where, node.module))
             elif isinstance(node, ast.Import):
-                found += [(str(path.relative_to(ROOT)), alias.name) for alias in node.names]
+                found += [(where, alias.name) for alias in node.names]
+            elif (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and MODULE_NAME.match(node.value)
+            ):
+                found.append((where, node.value.split(":")[0]))
     return found
+
+
+def test_imports_through_importlib_are_seen():
+    found = set(_imports("deploy"))
+    assert ("deploy/command.py", "learner.cli") in found  # importlib.import_module(module)
+    assert ("deploy/launch.py", "deploy.entry") in found  # "deploy.entry:run_learner"
 
 
 def test_the_library_does_not_import_the_processes():
@@ -40,11 +60,11 @@ def test_reverb_and_tensorflow_stay_in_replay():
 
 
 def test_the_processes_share_only_the_library():
-    """The actor, the learner and the reward server import robofume and themselves, never
-    one another or the replay server."""
+    """The actor, the learner, the reward server and the replay server import robofume and
+    themselves, never one another or the orchestration (deploy)."""
     crossing = [
         (f, m)
-        for package in ("actor", "learner", "reward_server")
+        for package in ("actor", "learner", "reward_server", "replay")
         for f, m in _imports(package)
         if m.split(".")[0] in PROCESSES and m.split(".")[0] != package
         and not (f.endswith("__main__.py") and m == "deploy.command")  # `python -m actor`
