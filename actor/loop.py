@@ -28,9 +28,9 @@ from actor.episodes import Segment
 from actor.labels import LabelTracker
 from actor.pace import LearnerPace
 from actor.scheduler import TickScheduler
-from actor.weights import ActingPolicy, WeightsPuller
 from robofume.config import ExperimentConfig
 from robofume.envs.errors import InvalidActionError, RobotFaultError
+from robofume.weights_puller import ActingPolicy, WeightsPuller
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,13 @@ from actor.pace import LearnerPace, make_pace
 from actor.replay_link import EpisodeSink
 from actor.report import Reporter
 from actor.scheduler import TickScheduler
-from actor.weights import ActingPolicy, WeightsPuller, WeightsSource
 from robofume.auth import deployment_secret, link_token
 from robofume.config import ExperimentConfig
 from robofume.config.base import hashed_values
 from robofume.run_dir import RunDir
 from robofume.status import read_statuses, window_rate
 from robofume.threads import size_threads
+from robofume.weights_puller import ActingPolicy, WeightsPuller, WeightsSource
 
 log = logging.getLogger(__name__)
 

@@ -70,7 +70,6 @@ def run_evaluator(cfg: ExperimentConfig, stop_event: threading.Event) -> dict[st
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
-    from actor.weights import WeightsPuller
     from robofume.auth import deployment_secret
     from robofume.config.base import hashed_values
     from robofume.policy import InferencePolicy
@@ -78,6 +77,7 @@ def run_evaluator(cfg: ExperimentConfig, stop_event: threading.Event) -> dict[st
     from robofume.replay_client.info import stats_client, table_stats
     from robofume.replay_client.weights import WeightsClient
     from robofume.status import write_status
+    from robofume.weights_puller import WeightsPuller
 
     torch.set_num_threads(1)
     d = cfg.deploy

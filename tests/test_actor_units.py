@@ -19,8 +19,8 @@ import pytest
 from actor.completion import LabelCompletion
 from actor.episodes import Segment
 from actor.labels import LabelTracker
-from actor.weights import WeightsPuller
 from robofume.auth import sign_manifest
+from robofume.weights_puller import WeightsPuller
 
 FRAME = np.zeros((8, 8, 3), np.uint8)
 SECRET = b"s" * 64

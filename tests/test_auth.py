@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from actor_support import actor_cfg, policy_variables, start_replay
 
-from actor.weights import REFUSAL_RECHECK_S, WeightsPuller
 from robofume.auth import WeightsRefused, check_weights, ensure_secret, sign_manifest
 from robofume.policy import InferencePolicy
 from robofume.replay_client.weights import WeightsClient
+from robofume.weights_puller import REFUSAL_RECHECK_S, WeightsPuller
 
 
 def test_secret_is_created_private_and_reused(tmp_path):

@@ -1,4 +1,5 @@
-"""Background pull of the learner's newest policy weights (the variable-client pattern).
+"""Background pull of the learner's newest policy weights (the variable-client pattern), for
+whatever acts with a policy: the actor on the robot, the evaluator.
 
 A daemon thread asks the weights source for the latest published version every
 ``poll_s`` seconds and fetches the variables only when it differs from the one the policy
@@ -6,7 +7,7 @@ runs. :meth:`InferencePolicy.load_variables` builds the new network off the tick
 swaps it in under its own lock, so a tick never waits for network traffic or a load.
 
 Nothing that arrives is run unchecked (:func:`robofume.auth.check_weights`): weights must be
-signed with the deployment secret, published under this actor's config hash, and not older
+signed with the deployment secret, published under this process's config hash, and not older
 (in ``(session, version)`` order) than what the policy runs. A refusal keeps the current
 policy, is logged once per version, counted per reason (``refusals``, in status and on the
 dashboard), and the refused version is checked again only after ``REFUSAL_RECHECK_S``.
@@ -111,7 +112,7 @@ class WeightsPuller:
         self._poke = threading.Event()
         self._checked = threading.Condition()
         self._checks = 0
-        self._thread = threading.Thread(target=self._run, name="actor-weights", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="weights-puller", daemon=True)
 
     @property
     def policy_lag(self) -> int | None:
