@@ -253,6 +253,7 @@ def main() -> int:
 
     import torch
 
+    from benchmarks.common import machine
     from robofume.logs import progress
 
     torch.set_num_threads(args.threads)
@@ -309,7 +310,7 @@ def main() -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "date": started,
-        "machine": "2-core CPU, no GPU",
+        "machine": machine(load=False),
         "load_average_at_start": round(load, 1),
         "train_level": TRAIN_LEVEL,
         "goals": GOALS,

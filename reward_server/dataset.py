@@ -202,12 +202,13 @@ def with_hard_negatives(data: ClassifierData) -> ClassifierData:
     episode split stays clean. Tasks without a known pair add nothing.
     """
     questions = data.task_questions
+    asked = {t: questions.get(paired_task(t) or "") for t in set(data.episode_tasks)}
     rows, new_questions = [], []
     for i in np.flatnonzero(data.labels > 0.5):
-        other = paired_task(data.episode_tasks[data.episode[i]])
-        if other is not None and other in questions:
+        question = asked[data.episode_tasks[data.episode[i]]]
+        if question is not None:
             rows.append(i)
-            new_questions.append(questions[other])
+            new_questions.append(question)
     if not rows:
         return data
     extra = data.subset(np.asarray(rows))
