@@ -8,8 +8,11 @@ with its own question, and an episode "ends" where the actor would end it: at th
 ``actor.success_frames`` consecutive "yes" frames. Reported per reward model: the per-frame
 false-positive and false-negative rate, and the episodes that would have ended on a false
 success. The same frames for every model, so they compare on what a policy really does (a
-tipped object, the wrong bin), which demos never show. Writes
-``benchmarks/results/reward_online_frames.json``.
+tipped object, the wrong bin), which demos never show. ``--success-frames 2 3 4`` judges each
+model under several consecutive-frame rules; ``--split validation`` and ``--split test`` roll
+out on disjoint seeds, so a rule chosen on one is checked on the other. ``--cache`` keeps the
+rollouts (an ``.npz``) for the next model. Writes
+``benchmarks/results/reward_online_frames[_SPLIT].json``.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reward_online_frames.json"
-SEED = 30_000_000
-"""Rollout seeds (disjoint from the evaluation and validation seeds)."""
+SEEDS = {"validation": 30_000_000, "test": 40_000_000}
+"""Rollout seeds per split (disjoint from each other and from the evaluation and validation
+seeds of the learning benchmarks)."""
 
 log = logging.getLogger("benchmarks.reward_online_frames")
 
@@ -60,11 +64,34 @@ def rollouts(cfg: Any, checkpoint: str, pairs: int, seed: int) -> list[dict[str,
     return episodes
 
 
-def judge(model: Any, episodes: list[dict[str, Any]], success_frames: int) -> dict[str, Any]:
+def save_episodes(path: Path, episodes: list[dict[str, Any]]) -> None:
+    arrays = {}
+    for i, ep in enumerate(episodes):
+        arrays[f"frames_{i}"], arrays[f"success_{i}"] = ep["frames"], ep["success"]
+        arrays[f"task_{i}"] = np.array(ep["task"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
+def load_episodes(path: Path) -> list[dict[str, Any]]:
+    with np.load(path) as z:
+        n = sum(1 for k in z.files if k.startswith("frames_"))
+        return [{"frames": z[f"frames_{i}"], "success": z[f"success_{i}"],
+                 "task": str(z[f"task_{i}"])} for i in range(n)]  # fmt: skip
+
+
+def scores(model: Any, episodes: list[dict[str, Any]]) -> list[np.ndarray]:
+    """P(yes) of every frame, asked its episode's own question."""
+    return [model.score(ep["frames"], [model.question_for(ep["task"])] * len(ep["frames"]))
+            for ep in episodes]  # fmt: skip
+
+
+def judge(
+    episodes: list[dict[str, Any]], probs: list[np.ndarray], threshold: float, success_frames: int
+) -> dict[str, Any]:
     fp = neg = fn = pos = ended = false_end = 0
-    for ep in episodes:
-        q = [model.question_for(ep["task"])] * len(ep["frames"])
-        yes = model.score(ep["frames"], q) >= model.threshold
+    for ep, p in zip(episodes, probs, strict=True):
+        yes = p >= threshold
         truth = ep["success"]
         fp += int((yes & ~truth).sum())
         neg += int((~truth).sum())
@@ -85,7 +112,8 @@ def judge(model: Any, episodes: list[dict[str, Any]], success_frames: int) -> di
         "ended_on_predicted_success": ended,
         "false_success_episodes": false_end,
         "false_success_fraction": false_end / len(episodes) if episodes else None,
-        "threshold": model.threshold,
+        "threshold": threshold,
+        "success_frames": success_frames,
     }
 
 
@@ -95,6 +123,15 @@ def main() -> int:
     parser.add_argument("--policies", nargs="+", required=True, help="policy checkpoints")
     parser.add_argument("--reward-models", nargs="+", required=True, help="reward checkpoints")
     parser.add_argument("--pairs", type=int, default=8, help="forward+reset pairs per policy")
+    parser.add_argument("--split", choices=tuple(SEEDS), default="validation")
+    parser.add_argument(
+        "--success-frames",
+        type=int,
+        nargs="+",
+        default=None,
+        help="consecutive-frame rules to judge (default: the preset's)",
+    )
+    parser.add_argument("--cache", type=Path, default=None, help="rollouts .npz, kept")
     args = parser.parse_args()
 
     import torch
@@ -105,22 +142,33 @@ def main() -> int:
 
     torch.set_num_threads(1)
     cfg = load_config(args.preset)
-    episodes = []
-    for i, ckpt in enumerate(progress(args.policies, desc="policies", unit="ckpt")):
-        episodes += rollouts(cfg, ckpt, args.pairs, SEED + 1000 * i)
+    if args.cache is not None and args.cache.exists():
+        episodes = load_episodes(args.cache)
+        log.info("%d episodes from %s", len(episodes), args.cache)
+    else:
+        episodes = []
+        for i, ckpt in enumerate(progress(args.policies, desc="policies", unit="ckpt")):
+            episodes += rollouts(cfg, ckpt, args.pairs, SEEDS[args.split] + 1000 * i)
+        if args.cache is not None:
+            save_episodes(args.cache, episodes)
     rows = []
     for path in args.reward_models:
-        row = {"reward_model": path, **judge(load_reward_model(path, "cpu"), episodes,
-                                              cfg.actor.success_frames)}  # fmt: skip
-        rows.append(row)
-        log.info("%s", json.dumps(row))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"preset": args.preset, "policies": args.policies,
-                                   "pairs": args.pairs, "rows": rows}, indent=1))  # fmt: skip
-    print("| reward model | frame FPR | frame FNR | false-success episodes |")
-    print("|---|---|---|---|")
+        model = load_reward_model(path, "cpu")
+        probs = scores(model, episodes)
+        for frames in args.success_frames or [cfg.actor.success_frames]:
+            row = {"reward_model": path, **judge(episodes, probs, model.threshold, frames)}
+            rows.append(row)
+            log.info("%s", json.dumps(row))
+    suffix = "" if args.split == "validation" else f"_{args.split}"
+    out = RESULTS.with_name(f"{RESULTS.stem}{suffix}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {"preset": args.preset, "policies": args.policies, "split": args.split,
+              "pairs": args.pairs, "rows": rows}  # fmt: skip
+    out.write_text(json.dumps(record, indent=1))
+    print("| reward model | success frames | frame FPR | frame FNR | false-success episodes |")
+    print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['reward_model']} | {100 * (r['frame_fpr'] or 0):.1f}% "
+        print(f"| {r['reward_model']} | {r['success_frames']} | {100 * (r['frame_fpr'] or 0):.1f}% "
               f"| {100 * (r['frame_fnr'] or 0):.1f}% | {r['false_success_episodes']} of "
               f"{r['episodes']} ({100 * (r['false_success_fraction'] or 0):.1f}%) |")  # fmt: skip
     return 0
