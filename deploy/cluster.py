@@ -46,10 +46,22 @@ def _ray_bin() -> str:
     return str(candidate) if candidate.exists() else (shutil.which("ray") or "ray")
 
 
+def head_ip(cfg: DeployConfig) -> str:
+    """The address the Ray head advertises: loopback unless ``deploy.bind_host`` opens it to
+    other machines (a named address; for ``0.0.0.0`` the one this machine reaches out by)."""
+    if cfg.bind_host in ("127.0.0.1", "localhost", "::1"):
+        return "127.0.0.1"
+    if cfg.bind_host in ("", "0.0.0.0", "::"):
+        import ray
+
+        return ray.util.get_node_ip_address()
+    return cfg.bind_host
+
+
 def head_address(cfg: DeployConfig) -> str:
     if cfg.ray_address not in ("", "auto"):
         return cfg.ray_address
-    return f"127.0.0.1:{cfg.ray_port}"
+    return f"{head_ip(cfg)}:{cfg.ray_port}"
 
 
 def head_running(cfg: DeployConfig) -> bool:
@@ -75,13 +87,13 @@ def start_head(cfg: DeployConfig) -> bool:
         "start",
         "--head",
         f"--port={cfg.ray_port}",
-        "--node-ip-address=127.0.0.1",
+        f"--node-ip-address={head_ip(cfg)}",
         f"--num-cpus={cpus}",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={cfg.dashboard_port}",
         "--disable-usage-stats",
     ]
-    log.info("ray: starting a local head (%d CPUs) on 127.0.0.1:%d", cpus, cfg.ray_port)
+    log.info("ray: starting a local head (%d CPUs) on %s", cpus, head_address(cfg))
     auth = use_token_auth(cfg)  # first: it also drops an inherited RAY_AUTH_TOKEN
     env = {**os.environ, **WORKER_ENV, **auth, "RAY_worker_niceness": str(cfg.worker_niceness)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)

@@ -68,7 +68,6 @@ def run_evaluator(cfg: ExperimentConfig, stop_event: threading.Event) -> dict[st
     """Evaluate the newest policy on the schedule of ``deploy.evaluator_every_steps`` or
     ``deploy.evaluator_every_s`` until ``stop_event``, in the online scene (``env.online``)."""
     import torch
-    from torch.utils.tensorboard import SummaryWriter
 
     from robofume.auth import deployment_secret
     from robofume.config.base import hashed_values
@@ -77,6 +76,7 @@ def run_evaluator(cfg: ExperimentConfig, stop_event: threading.Event) -> dict[st
     from robofume.replay_client.info import stats_client, table_stats
     from robofume.replay_client.weights import WeightsClient
     from robofume.status import write_status
+    from robofume.telemetry import dashboard_writer
     from robofume.weights_puller import WeightsPuller
 
     torch.set_num_threads(1)
@@ -88,7 +88,7 @@ def run_evaluator(cfg: ExperimentConfig, stop_event: threading.Event) -> dict[st
         config_values=hashed_values(cfg),
     )  # fmt: skip
     stats = stats_client(d.replay_address)
-    writer = SummaryWriter(str(RunDir.of(cfg).tb("evaluator")))
+    writer = dashboard_writer(RunDir.of(cfg).tb("evaluator"))
     schedule = Schedule(d.evaluator_every_s, d.evaluator_every_steps)
     done: dict[str, Any] = {"evaluations": 0, "last": None}
     evaluated = -1

@@ -38,12 +38,40 @@ def _check_alive(handle: Any, name: str, timeout_s: float = 60.0) -> None:
         raise RuntimeError(f"{name} failed to start:\n{state['error']}")
 
 
-def start_replay(cfg: ExperimentConfig) -> Any:
-    handle = services.launch("replay", "deploy.entry:serve_replay", config_dict(cfg))
+WILDCARD = ("", "0.0.0.0", "::", "[::]")
+
+
+def start_replay(cfg: ExperimentConfig) -> str:
+    """The replay server, wherever Ray places it; returns where it really listens."""
+    handle = services.launch("replay", "deploy.entry:serve_replay", config_dict(cfg),
+                             resources=cfg.deploy.replay_resources)  # fmt: skip
     _check_alive(handle, "replay", cfg.deploy.start_timeout_s)
-    wait_port(cfg.deploy.replay_address, cfg.deploy.start_timeout_s, "replay server")
-    log.info("replay: serving at %s", cfg.deploy.replay_address)
-    return handle
+    d = cfg.deploy
+    host = d.bind_host
+    if host in WILDCARD:  # every interface: the one other machines reach it by
+        host = ray.get(handle.node_ip.remote(), timeout=60)
+    address = f"{host}:{d.replay_port}"
+    wait_port(address, d.start_timeout_s, "replay server")
+    log.info("replay: serving at %s", address)
+    return address
+
+
+def with_addresses(cfg: ExperimentConfig, replay: str, reward: list[str]) -> ExperimentConfig:
+    """``cfg`` with where replay and the reward replicas really listen, told to the head's
+    registry too (the robot PC and `status` discover them there)."""
+    from robofume.node import head_address
+    from robofume.telemetry import HeadClient, HeadUnavailable
+
+    cfg = cfg.replace(deploy=dataclasses.replace(
+        cfg.deploy, replay_address=replay, reward_addresses=tuple(reward)))  # fmt: skip
+    client = HeadClient(head_address(cfg.deploy), link_token(cfg.deploy))
+    try:
+        client.advertise("replay", replay)
+        for i, address in enumerate(reward):
+            client.advertise(f"reward_{i}", address)
+    except HeadUnavailable as err:  # no registry (a bare `robofume` run): the log says where
+        log.warning("could not tell the head where the services listen: %s", err)
+    return cfg
 
 
 def start_reward(cfg: ExperimentConfig) -> list[str]:
@@ -64,6 +92,8 @@ def start_reward(cfg: ExperimentConfig) -> list[str]:
                 get_if_exists=True,
                 num_cpus=cfg.reward.replica_cpus,
                 num_gpus=cfg.deploy.reward_gpus,
+                resources=dict(cfg.deploy.reward_resources),
+                scheduling_strategy="SPREAD",
                 max_restarts=3,
                 max_concurrency=4,
             ).remote(
@@ -79,6 +109,7 @@ def start_reward(cfg: ExperimentConfig) -> list[str]:
                 allow_insecure_remote=cfg.deploy.allow_insecure_remote,
                 name=f"reward_{i}",
                 run_dir=str(Path(cfg.deploy.run_dir).resolve()),
+                deploy=to_dict(cfg.deploy),
             )
         )
     addresses = ray.get(
@@ -95,6 +126,7 @@ def start_learner(cfg: ExperimentConfig) -> Any:
         config_dict(cfg),
         num_gpus=cfg.deploy.learner_gpus,
         role="learner",
+        resources=cfg.deploy.learner_resources,
     )
     _check_alive(handle, "learner")
     log.info("learner: started (run dir %s)", RunDir.of(cfg).online)

@@ -163,8 +163,8 @@ def start_online(cfg: ExperimentConfig, board: PhaseBoard) -> None:
 
     board.update("online", state="starting")
     cluster.connect(cfg.deploy)
-    launch.start_replay(cfg)
-    launch.start_reward(cfg)
+    replay = launch.start_replay(cfg)
+    cfg = launch.with_addresses(cfg, replay, launch.start_reward(cfg))
     launch.start_learner(cfg)
     launch.start_actors(cfg)
     launch.start_evaluator(cfg)

@@ -11,7 +11,11 @@ only writer of what remote components send into the head's run directory:
 - ``POST /v1/advertise`` ``{"service", "address"}``: where a service on another node really
   listens (a reward replica, replay);
 - ``GET /v1/services``: replay's and every reward replica's address, the session, the config
-  hash; ``GET /v1/config``: the cluster's resolved config (a robot-PC actor runs with it).
+  hash; ``GET /v1/config``: the cluster's resolved config (a robot-PC actor runs with it);
+- ``GET /v1/artifacts?prefix=P``, ``GET /v1/artifacts/<key>``: the head's reward model,
+  checkpoints and dataset for a service on another node, each with its MAC under the
+  deployment secret (robofume/artifacts.py); ``PUT /v1/artifacts/<key>``: a service's online
+  checkpoint, kept only if its MAC checks, so a restart on any node resumes from it.
 
 Every request carries the deployment's link token; the registry listens on loopback unless
 ``deploy.bind_host`` says otherwise, and beyond loopback only with a token. Bodies are
@@ -38,7 +42,7 @@ from robofume.config.base import to_dict
 from robofume.grpc_utils import check_bind
 from robofume.run_dir import RunDir
 from robofume.status import write_status
-from robofume.telemetry import API, TOKEN_HEADER
+from robofume.telemetry import API, MAC_HEADER, TOKEN_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,8 @@ MAX_BODY = 16 * 1024 * 1024
 """Largest accepted request body (an episode strip PNG is tens of kB)."""
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_ARTIFACT = 2 * 1024**3
+"""Largest artifact a service may upload (an online checkpoint)."""
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0", "")
 
 
@@ -56,15 +62,16 @@ class BadRequest(ValueError):
 class Registry:
     """What the head knows and writes; the HTTP layer is :class:`RegistryServer`."""
 
-    def __init__(self, cfg: ExperimentConfig):
+    def __init__(self, cfg: ExperimentConfig, secret: bytes = b""):
         self.cfg = cfg
+        self.secret = secret
         self.paths = RunDir.of(cfg)
         d = cfg.deploy
         self.services: dict[str, str] = {"replay": d.replay_address}
         self.services.update({f"reward_{i}": a for i, a in enumerate(d.reward_addresses)})
         self._writers: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self.received = {"heartbeat": 0, "summaries": 0, "advertise": 0}
+        self.received = {"heartbeat": 0, "summaries": 0, "advertise": 0, "artifacts": 0}
 
     # --- reads ---------------------------------------------------------------------------
     def service_map(self, reached_at: str = "") -> dict[str, Any]:
@@ -91,6 +98,45 @@ class Registry:
 
     def config(self) -> dict[str, Any]:
         return to_dict(self.cfg)
+
+    def artifact_keys(self, prefix: str) -> list[str]:
+        from robofume.artifacts import READ_ONLY, WRITABLE, local_keys
+
+        if prefix not in READ_ONLY + WRITABLE:
+            raise BadRequest(f"prefix must be one of {', '.join(READ_ONLY + WRITABLE)}")
+        return local_keys(self.cfg, prefix)
+
+    def artifact(self, key: str) -> tuple[Any, str]:
+        """(the head's file of ``key``, its MAC); KeyError when it has none."""
+        from robofume.artifacts import artifact_mac, check_key, head_path
+
+        try:
+            path = head_path(self.cfg, check_key(key))
+        except ValueError as err:
+            raise BadRequest(str(err)) from None
+        if not path.is_file():
+            raise KeyError(key)
+        data = path.read_bytes()
+        return data, artifact_mac(self.secret, key, data)
+
+    def store_artifact(self, key: str, data: bytes, mac: str) -> None:
+        import hmac as _hmac
+        import os
+
+        from robofume.artifacts import artifact_mac, check_key, head_path
+
+        try:
+            path = head_path(self.cfg, check_key(key, writable=True))
+        except ValueError as err:
+            raise BadRequest(str(err)) from None
+        if not _hmac.compare_digest(mac, artifact_mac(self.secret, key, data)):
+            raise BadRequest(f"{key}: not signed with this deployment's secret; refused")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        self.received["artifacts"] += 1
+        log.info("artifact %s: %d bytes kept", key, len(data))
 
     # --- writes --------------------------------------------------------------------------
     def heartbeat(self, component: str, status: Any, sender: str) -> None:
@@ -210,12 +256,54 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if not self._authorized():
             return
-        if self.path == f"{API}/services":
-            self._reply(200, self.registry.service_map(self.connection.getsockname()[0]))
-        elif self.path == f"{API}/config":
-            self._reply(200, self.registry.config())
-        else:
-            self._reply(404, {"error": f"no such resource {self.path}"})
+        from urllib.parse import parse_qs, urlsplit
+
+        url = urlsplit(self.path)
+        try:
+            if self.path == f"{API}/services":
+                self._reply(200, self.registry.service_map(self.connection.getsockname()[0]))
+            elif self.path == f"{API}/config":
+                self._reply(200, self.registry.config())
+            elif url.path == f"{API}/artifacts":
+                prefix = (parse_qs(url.query).get("prefix") or [""])[0]
+                self._reply(200, {"keys": self.registry.artifact_keys(prefix)})
+            elif url.path.startswith(f"{API}/artifacts/"):
+                self._send_artifact(url.path[len(f"{API}/artifacts/") :])
+            else:
+                self._reply(404, {"error": f"no such resource {self.path}"})
+        except BadRequest as err:
+            self._reply(400, {"error": str(err)})
+
+    def _send_artifact(self, key: str) -> None:
+        try:
+            data, mac = self.registry.artifact(key)
+        except KeyError:
+            self._reply(404, {"error": f"the head has no artifact {key}"})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header(MAC_HEADER, mac)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_PUT(self) -> None:
+        if not self._authorized():
+            return
+        try:
+            if not self.path.startswith(f"{API}/artifacts/"):
+                self._reply(404, {"error": f"no such resource {self.path}"})
+                return
+            length = int(self.headers.get("Content-Length", "0"))
+            if length <= 0 or length > MAX_ARTIFACT:
+                raise BadRequest(f"artifact of {length} bytes (1 to {MAX_ARTIFACT} accepted)")
+            data = self.rfile.read(length)
+            key = self.path[len(f"{API}/artifacts/") :]
+            self.registry.store_artifact(key, data, self.headers.get(MAC_HEADER, ""))
+            self._reply(200, {"ok": True, "bytes": len(data)})
+        except BadRequest as err:
+            log.warning("refused an artifact from %s: %s", self.client_address[0], err)
+            self._reply(400, {"error": str(err)})
 
     def do_POST(self) -> None:
         if not self._authorized():
@@ -257,9 +345,12 @@ def _name(body: dict, key: str) -> str:
 class RegistryServer:
     """The registry over HTTP on ``host:port`` (port 0: any free one), in a thread."""
 
-    def __init__(self, cfg: ExperimentConfig, token: str, host: str, port: int):
+    def __init__(
+        self, cfg: ExperimentConfig, token: str, host: str, port: int, secret: bytes = b""
+    ):
         check_bind(host, token, "", cfg.deploy.allow_insecure_remote, "head registry")
-        handler = type("Handler", (_Handler,), {"registry": Registry(cfg), "token": token})
+        registry = Registry(cfg, secret)
+        handler = type("Handler", (_Handler,), {"registry": registry, "token": token})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.registry: Registry = handler.registry
@@ -287,9 +378,9 @@ def serve(cfg: ExperimentConfig, stop: threading.Event | None = None) -> None:
     """``robofume registry``: run until ``stop`` (or forever)."""
     from robofume.auth import deployment_secret, link_token
 
-    deployment_secret(cfg.deploy)  # the head has made it; no secret here: not the head
+    secret = deployment_secret(cfg.deploy)  # the head has made it; none here: not the head
     server = RegistryServer(cfg, link_token(cfg.deploy), cfg.deploy.bind_host,
-                            cfg.deploy.head_port).start()  # fmt: skip
+                            cfg.deploy.head_port, secret).start()  # fmt: skip
     try:
         (stop or threading.Event()).wait()
     finally:

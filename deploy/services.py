@@ -46,11 +46,14 @@ class ComponentService:
         from robofume.config import ExperimentConfig
         from robofume.config.base import from_dict
         from robofume.logs import setup_logging
+        from robofume.node import away_from_head, node_config
 
         setup_logging()
         self.name = name
         self.target = target
-        self.config = from_dict(ExperimentConfig, config_dict)
+        self.config = node_config(from_dict(ExperimentConfig, config_dict))
+        if away_from_head():  # no shared disk: heartbeats and dashboards go to the head too
+            report_to_head(self.config)
         self.threads = None
         if role is not None:
             from robofume.threads import size_threads
@@ -123,11 +126,24 @@ class ComponentService:
             "pid": os.getpid(),
         }
 
+    def node_ip(self) -> str:
+        """The address of the node Ray placed this service on."""
+        return ray.util.get_node_ip_address()
+
     def stop(self, timeout_s: float = 30.0) -> dict[str, Any]:
         """Ask the component to finish (flush, checkpoint) and wait for it."""
         self.stop_event.set()
         self.thread.join(timeout_s)
         return self.state()
+
+
+def report_to_head(cfg: Any) -> None:
+    """Relay this process's heartbeats and dashboard runs to the head's registry."""
+    from robofume.auth import link_token
+    from robofume.node import head_address
+    from robofume.telemetry import HeadClient, relay_to_head
+
+    relay_to_head(HeadClient(head_address(cfg.deploy), link_token(cfg.deploy)))
 
 
 def launch(
@@ -139,14 +155,17 @@ def launch(
     num_gpus: float = 0.0,
     kwargs: dict[str, Any] | None = None,
     role: str | None = None,
+    resources: dict[str, float] | None = None,
 ) -> ray.actor.ActorHandle:
-    """Start (or find) the named detached service; ``role`` sizes its threads."""
+    """Start (or find) the named detached service; ``role`` sizes its threads; ``resources``
+    (custom Ray resources) pin it to the nodes that offer them."""
     return ComponentService.options(
         name=name,
         lifetime="detached",
         get_if_exists=True,
         num_cpus=num_cpus,
         num_gpus=num_gpus,
+        resources=dict(resources or {}),
     ).remote(name, target, config_dict, kwargs or {}, role)
 
 

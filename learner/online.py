@@ -54,6 +54,7 @@ from learner.telemetry import LearnerTelemetry
 from robofume.auth import deployment_secret
 from robofume.config import ConfigError, ExperimentConfig, save_config
 from robofume.envs.tasks import task_table
+from robofume.node import upload
 from robofume.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -314,6 +315,7 @@ class OnlineLearner:
         path = checkpoint_path(self.ckpt_dir, self.learner.num_updates)
         self.last_checkpoint = self.learner.save(path, extra)
         prune_checkpoints(self.ckpt_dir, self.cfg.learner.checkpoint_keep)
+        upload(self.cfg, f"online/checkpoints/{path.name}", path)  # a restart elsewhere
         return self.last_checkpoint
 
     @property

@@ -93,10 +93,10 @@ class LearnerTelemetry:
     # --- TensorBoard ----------------------------------------------------------------------
     def writer(self, step: int) -> Any:
         if self._tb is None:
-            from torch.utils.tensorboard import SummaryWriter
+            from robofume.telemetry import dashboard_writer
 
             log_dir = RunDir.of(self.cfg).tb("learner")
-            self._tb = SummaryWriter(str(log_dir), purge_step=step or None)
+            self._tb = dashboard_writer(log_dir, purge_step=step or None)
         return self._tb
 
     def record(

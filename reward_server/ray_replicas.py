@@ -67,6 +67,31 @@ def count_restart(run_dir: str, name: str, tb_dir: str = "") -> int:
     return restarts
 
 
+def on_this_node(
+    deploy: dict[str, Any], checkpoint: str, tb_dir: str, run_dir: str
+) -> tuple[str, str, str]:
+    """The replica's paths on a node away from the head (robofume/node.py): inside the node's
+    own run directory, the reward model fetched there; heartbeats and the dashboard relayed
+    to the head. On the head: unchanged."""
+    from robofume.config import DeployConfig
+    from robofume.node import away_from_head, head_address, node_run_dir, sync_reward
+    from robofume.telemetry import HeadClient, relay_to_head
+
+    if not away_from_head() or not run_dir:
+        return checkpoint, tb_dir, run_dir
+    d = from_dict(DeployConfig, deploy, "deploy")
+    head, local = Path(run_dir), Path(node_run_dir()).resolve()
+
+    def rebase(path: str) -> str:
+        p = Path(path)
+        return str(local / p.relative_to(head)) if path and p.is_relative_to(head) else path
+
+    d = dataclasses.replace(d, run_dir=str(local))
+    relay_to_head(HeadClient(head_address(d), link_token(d)))
+    checkpoint = str(sync_reward(d, Path(rebase(checkpoint))))
+    return checkpoint, rebase(tb_dir), str(local)
+
+
 class RewardReplica:
     """Ray actor body: loads the checkpoint and serves it from a background event loop."""
 
@@ -84,6 +109,7 @@ class RewardReplica:
         allow_insecure_remote: bool = False,
         name: str = "reward",
         run_dir: str = "",
+        deploy: dict[str, Any] | None = None,
     ):
         from robofume.logs import setup_logging
 
@@ -91,6 +117,8 @@ class RewardReplica:
         from reward_server.backends import load_reward_model
         from reward_server.server import start_server_thread
 
+        if deploy is not None:
+            checkpoint, tb_dir, run_dir = on_this_node(deploy, checkpoint, tb_dir, run_dir)
         cfg = from_dict(RewardConfig, reward_cfg, "reward")
         if cfg.torch_threads > 0:
             import torch

@@ -21,11 +21,11 @@ class ServerTelemetry:
     """Periodic TensorBoard logging of a :class:`reward_server.server.RewardServer`."""
 
     def __init__(self, server: Any, log_dir: str | Path, every_s: float = 10.0):
-        from torch.utils.tensorboard import SummaryWriter
+        from robofume.telemetry import dashboard_writer
 
         self.server = server
         self.every_s = every_s
-        self.writer = SummaryWriter(str(log_dir))
+        self.writer = dashboard_writer(log_dir)
         self._stop = threading.Event()
         self._last = (0, 0, 0)  # requests, batches, frames
         self._start = time.monotonic()

@@ -11,10 +11,20 @@ import os
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from robofume.run_dir import RunDir
+
+StatusSink = Callable[[str, dict[str, Any]], None]
+_SINKS: list[StatusSink] = []
+
+
+def add_status_sink(sink: StatusSink) -> None:
+    """Also hand every heartbeat this process writes to ``sink(name, payload)`` (a process on a
+    node away from the head relays them to the head's registry: robofume.telemetry)."""
+    _SINKS.append(sink)
 
 
 def status_dir(run_dir: str | Path) -> Path:
@@ -27,6 +37,8 @@ def write_status(run_dir: str | Path, name: str, data: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     payload = {"name": name, "time": time.time(), "pid": os.getpid(), "host": socket.gethostname()}
     payload.update(data)
+    for sink in _SINKS:
+        sink(name, payload)
     return write_json(folder / f"{name}.json", payload)
 
 

@@ -31,6 +31,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "X-Robofume-Token"
+MAC_HEADER = "X-Robofume-Mac"
 API = "/v1"
 QUEUE_LIMIT = 256
 """Reports kept while the head is unreachable (the oldest are dropped first)."""
@@ -75,6 +76,40 @@ class HeadClient:
             ) from None
         except (OSError, ValueError) as err:
             raise HeadUnavailable(f"head registry at {self.address} unreachable: {err}") from None
+
+    def _raw(self, method: str, path: str, data: bytes | None = None, mac: str = "") -> Any:
+        """A bytes request (artifacts): (body, the reply's MAC header)."""
+        request = urllib.request.Request(f"http://{self.address}{API}{path}", data, method=method)
+        request.add_header("Content-Type", "application/octet-stream")
+        if self.token:
+            request.add_header(TOKEN_HEADER, self.token)
+        if mac:
+            request.add_header(MAC_HEADER, mac)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
+                return reply.read(), reply.headers.get(MAC_HEADER, "")
+        except urllib.error.HTTPError as err:
+            from robofume.artifacts import ArtifactError
+
+            detail = err.read().decode(errors="replace").strip()[:300]
+            raise ArtifactError(
+                f"head registry at {self.address} refused {method} {path}: {err.code} {detail}"
+            ) from None
+        except (OSError, ValueError) as err:
+            raise HeadUnavailable(f"head registry at {self.address} unreachable: {err}") from None
+
+    def artifact_keys(self, prefix: str) -> list[str]:
+        """The artifacts under ``prefix`` the head holds."""
+        from urllib.parse import quote
+
+        return self._call("GET", f"/artifacts?prefix={quote(prefix)}")["keys"]
+
+    def get_artifact(self, key: str) -> tuple[bytes, str]:
+        """(content, MAC) of ``key``."""
+        return self._raw("GET", f"/artifacts/{key}")
+
+    def put_artifact(self, key: str, data: bytes, mac: str) -> None:
+        self._raw("PUT", f"/artifacts/{key}", data, mac)
 
     def services(self) -> dict[str, Any]:
         """``{"replay": addr, "reward": [addr, ...], "session": ..., "config_hash": ...}``."""
@@ -206,9 +241,59 @@ class TeeWriter:
     def __getattr__(self, name: str) -> Any:
         def call(*args: Any, **kwargs: Any) -> None:
             for writer in self.writers:
-                getattr(writer, name)(*args, **kwargs)
+                method = getattr(writer, name, None)  # the head takes scalars, images, texts
+                if method is not None:
+                    method(*args, **kwargs)
 
         return call
+
+
+class HeadRelay:
+    """One process's reports to the head, for any number of components (a service on a worker
+    node: its heartbeats, its sub-components', and their dashboard runs)."""
+
+    def __init__(self, client: HeadClient):
+        self.client = client
+        self._reporters: dict[str, HeadReporter] = {}
+        self._lock = threading.Lock()
+
+    def reporter(self, component: str) -> HeadReporter:
+        with self._lock:
+            if component not in self._reporters:
+                self._reporters[component] = HeadReporter(self.client, component)
+            return self._reporters[component]
+
+    def heartbeat(self, component: str, status: Mapping[str, Any]) -> None:
+        self.reporter(component).heartbeat(status)
+
+
+_RELAY: HeadRelay | None = None
+
+
+def relay_to_head(client: HeadClient) -> HeadRelay:
+    """From now on this process's heartbeats (robofume.status.write_status) and dashboard runs
+    (:func:`dashboard_writer`) also go to the head (once per process)."""
+    global _RELAY
+    if _RELAY is None:
+        from robofume.status import add_status_sink
+
+        _RELAY = HeadRelay(client)
+        add_status_sink(_RELAY.heartbeat)
+        log.info("reporting to the head's registry at %s", client.address)
+    return _RELAY
+
+
+def dashboard_writer(log_dir: Any, **kwargs: Any) -> Any:
+    """A TensorBoard writer for the component whose run is ``log_dir`` (its folder name); on a
+    node away from the head it also sends every summary to the head's dashboard."""
+    from pathlib import Path
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    local = SummaryWriter(str(log_dir), **kwargs)
+    if _RELAY is None:
+        return local
+    return TeeWriter(local, HeadSummaryWriter(_RELAY.reporter(Path(log_dir).name)))
 
 
 def join_head(cfg: Any) -> Any:

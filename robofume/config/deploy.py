@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,19 @@ class DeployConfig:
     max(1, cores // their number), steps that run alone (pretrain, reward finetune, evaluate)
     all cores, each generation worker cores // data.workers. actor.policy_threads and
     reward.torch_threads, when set, win for their process."""
+    storage: str = ""
+    """Where artifacts live for services on other nodes (robofume/artifacts.py): empty, the
+    head's registry serves them from its run directory; or a URI fsspec opens (``file:///...``,
+    ``s3://bucket/run``, ``gs://...``; s3/gs need s3fs/gcsfs installed), to which `up` uploads
+    the head's reward model, checkpoints and dataset."""
+    replay_resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources the replay server needs (e.g. ``{"replay_node": 1}`` pins it to
+    the node started with ``ray start --resources '{"replay_node": 1}'``). Empty: anywhere."""
+    learner_resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources the online learner needs (beside ``learner_gpus``)."""
+    reward_resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each reward replica needs; the replicas are spread over the nodes
+    that have them."""
     token: str = ""
     """Shared token required on cross-machine links (empty: no check, loopback only)."""
     allow_insecure_remote: bool = False
