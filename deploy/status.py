@@ -60,8 +60,31 @@ def _probe_reward(cfg: ExperimentConfig) -> list[dict[str, Any]]:
     return out
 
 
+def discovered(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with where replay and the reward replicas really listen, as the head's registry
+    knows it (a service on another node); the config's addresses when no registry answers."""
+    import dataclasses
+
+    from robofume.auth import link_token
+    from robofume.node import head_address
+    from robofume.telemetry import HeadClient
+
+    try:
+        found = HeadClient(head_address(cfg.deploy), link_token(cfg.deploy), 3.0).services()
+    except Exception:  # no registry, no secret here: what the config says
+        return cfg
+    d = cfg.deploy
+    replay = found.get("replay") or d.replay_address
+    reward = tuple(found.get("reward") or d.reward_addresses)
+    d = dataclasses.replace(d, replay_address=replay, reward_addresses=reward)
+    return cfg.replace(deploy=d)
+
+
 def collect(cfg: ExperimentConfig, live: bool = True) -> dict[str, Any]:
-    """Status of a run: heartbeats (learner, actors, replay, reward) plus live probes."""
+    """Status of a run: heartbeats (learner, actors, replay, reward) plus live probes, at the
+    addresses the head's registry knows."""
+    if live:
+        cfg = discovered(cfg)
     now = time.time()
     beats = read_statuses(cfg.deploy.run_dir)
     for beat in beats.values():

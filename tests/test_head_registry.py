@@ -123,7 +123,7 @@ def test_the_registry_refuses_strangers_and_bad_reports(head):
         client.summaries("actor_9", [{"kind": "scalar", "tag": "x", "step": 1, "value": "nan?"}])
     with pytest.raises(HeadUnavailable, match="host:port"):
         client.advertise("reward_1", "not an address")
-    assert registry.registry.received == {"heartbeat": 0, "summaries": 0, "advertise": 0}
+    assert set(registry.registry.received.values()) == {0}
 
     client.advertise("reward_1", "10.1.2.3:8011")  # a replica on another node
     assert client.services()["reward"] == [*cfg.deploy.reward_addresses, "10.1.2.3:8011"]
