@@ -86,9 +86,9 @@ class Publisher(threading.Thread):
         super().__init__(daemon=True)
         import torch
 
-        from robofume.envs.tasks import task_names
         from robofume.networks import PolicyModel
         from robofume.replay_client.weights import WeightsClient
+        from robofume.tasks import task_names
 
         net = cfg.network
         table = torch.randn(len(task_names()), 384)  # MiniLM-sized task embeddings

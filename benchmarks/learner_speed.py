@@ -44,7 +44,7 @@ def synthetic_learner(preset: str, batch: int, device: str, **learner) -> tuple:
 
     from learner.learner import Learner
     from robofume.config import load_config
-    from robofume.envs.tasks import task_names
+    from robofume.tasks import task_names
 
     cfg = load_config(preset)
     cfg = cfg.replace(

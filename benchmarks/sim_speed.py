@@ -47,7 +47,7 @@ def speed(size: int, steps: int) -> dict:
     """Steps/s of env.step (physics + render) at ``size`` px, plus the split between them."""
     from robofume.config import EnvConfig
     from robofume.envs import ScriptedExpert, make_env
-    from robofume.envs.tasks import target_task_names
+    from robofume.tasks import target_task_names
 
     env = make_env(EnvConfig(image_size=size), seed=0)
     expert = ScriptedExpert(env, noise=0.1, seed=0)
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(logging.WARNING)
     machine = describe_machine()
     _one_core()
-    from robofume.envs.tasks import prior_task_names, target_task_names
+    from robofume.tasks import prior_task_names, target_task_names
 
     speeds = []
     for size in args.sizes:

@@ -40,7 +40,7 @@ class OfflineBuffer:
         if not 0.0 <= target_fraction <= 1.0:
             raise ValueError(f"target_fraction must be in [0, 1], got {target_fraction}")
         if task_index is None:
-            from robofume.envs.tasks import task_index
+            from robofume.tasks import task_index
         self.device = torch.device(device)
         frames, proprio, obs_index, actions, rewards, terminals, returns, tasks, is_target = (
             [] for _ in range(9)

@@ -76,7 +76,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         cfg = merge(cfg, parse_overrides(list(args.overrides)))
         policy.cfg = cfg
     tasks = args.task or default_eval_tasks(cfg)
-    from robofume.envs.tasks import task_table
+    from robofume.tasks import task_table
 
     for task in tasks:
         task_table(cfg).get(task)  # KeyError listing the known tasks

@@ -64,7 +64,7 @@ def _read_dir(data_dir: Path) -> dict[str, list[Episode]]:
 
 def validate_episodes(cfg: ExperimentConfig, episodes: list[Episode], source: str) -> None:
     """Raise DatasetMismatchError naming the first episode that does not fit ``cfg``."""
-    from robofume.envs.tasks import task_table
+    from robofume.tasks import task_table
 
     if not episodes:
         raise DatasetMismatchError(f"{source}: no prior or target episodes to train on")

@@ -87,7 +87,7 @@ def evaluate_policy(
     """
     from robofume.envs import make_env, online_env
     from robofume.envs.rollout import run_episodes
-    from robofume.envs.tasks import task_index
+    from robofume.tasks import task_index
 
     result = EvalResult()
     if not tasks or episodes <= 0:

@@ -56,7 +56,7 @@ class Learner:
         self.device = torch.device(device) if device is not None else resolve_device(lc.device)
         self.batch_source = batch_source
         if task_table is None:
-            from robofume.envs.tasks import task_table as tasks_of
+            from robofume.tasks import task_table as tasks_of
             from robofume.text import default_task_table
 
             task_table = default_task_table(cfg.network.text_encoder, tasks_of(cfg))

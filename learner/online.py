@@ -53,9 +53,9 @@ from learner.pretrain import METRIC_TAGS, to_floats
 from learner.telemetry import LearnerTelemetry
 from robofume.auth import deployment_secret
 from robofume.config import ConfigError, ExperimentConfig, save_config
-from robofume.envs.tasks import task_table
 from robofume.node import upload
 from robofume.run_dir import RunDir
+from robofume.tasks import task_table
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from learner.data import load_pretrain_episodes
 from learner.learner import Learner
 from robofume import metrics as tags
 from robofume.config import ExperimentConfig, save_config
-from robofume.envs.tasks import task_table
 from robofume.logs import progress
 from robofume.run_dir import RunDir
+from robofume.tasks import task_table
 
 log = logging.getLogger(__name__)
 

@@ -183,7 +183,7 @@ def near_success(data: ClassifierData, frames: int) -> np.ndarray:
 
 def paired_task(task: str) -> str | None:
     """The reset task of a forward task and the other way round (None: no pair known)."""
-    from robofume.envs.tasks import get_task
+    from robofume.tasks import get_task
 
     try:
         return get_task(task).pair

@@ -38,7 +38,7 @@ class InferencePolicy:
         self._lock = threading.Lock()
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(cfg.actor.seed if seed is None else seed)
-        from robofume.envs.tasks import task_table
+        from robofume.tasks import task_table
 
         self.tasks = task_table(cfg)
         """Task name -> id, as the learner that trained the weights numbered them."""

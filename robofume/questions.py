@@ -7,7 +7,7 @@
    with :func:`set_question_generator`) from the task's instruction;
 3. ``cfg.question_template`` filled with ``{instruction}`` (the task's language) and ``{task}``.
 
-The instruction comes from the simulated task registry (``robofume.envs.tasks``) unless it is
+The instruction comes from the simulated task registry (``robofume.tasks``) unless it is
 passed in (episodes carry their own ``language``) or found in ``known`` (a checkpoint's map of
 task -> question, so a server answers for every task its model was trained on).
 """
@@ -47,7 +47,7 @@ def set_question_generator(fn: QuestionGenerator | None) -> None:
 def instruction_for(task: str) -> str:
     """The task's instruction from the simulated task registry (UnknownTaskError if absent)."""
     try:
-        from robofume.envs.tasks import get_task
+        from robofume.tasks import get_task
     except ImportError as err:
         raise UnknownTaskError(
             f"unknown task {task!r}: the task registry is unavailable ({err})"

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from robofume.envs.tasks import TaskTable
+    from robofume.tasks import TaskTable
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def task_embedding_table(
 
 def default_task_table(spec: str, tasks: TaskTable | None = None) -> np.ndarray:
     """Embeddings of every task of ``tasks`` (default: the simulated suite), in its order."""
-    from robofume.envs.tasks import SIM_TASKS
+    from robofume.tasks import SIM_TASKS
 
     tasks = tasks or SIM_TASKS
     return task_embedding_table(spec, tasks.names(), [t.language for t in tasks])

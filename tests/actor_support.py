@@ -55,8 +55,8 @@ def policy_variables(cfg: ExperimentConfig, seed: int = 0) -> dict[str, np.ndarr
     """Variables as ``Learner.get_variables`` publishes them (a fresh policy network)."""
     import torch
 
-    from robofume.envs.tasks import task_names
     from robofume.networks import PolicyModel
+    from robofume.tasks import task_names
 
     torch.manual_seed(seed)
     net = cfg.network

@@ -70,7 +70,7 @@ def test_parse_overrides_needs_value():
 
 
 def test_widowx_preset_builds_a_task_table_with_its_real_tasks():
-    from robofume.envs.tasks import SIM_TASKS, task_names, task_table
+    from robofume.tasks import SIM_TASKS, task_names, task_table
 
     cfg = load_config("widowx")
     tasks = task_table(cfg)

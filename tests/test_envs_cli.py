@@ -12,7 +12,7 @@ from deploy.command import main
 from robofume.config import load_config
 from robofume.envs import ScriptedExpert, make_env
 from robofume.envs.rollout import policy_from_spec, run_episodes, save_strip
-from robofume.envs.tasks import TASKS
+from robofume.tasks import TASKS
 
 
 def test_tasks_json_lists_target_and_prior_instructions(capsys):

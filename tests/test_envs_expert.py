@@ -7,7 +7,7 @@ import pytest
 
 from robofume.config import EnvConfig
 from robofume.envs import ScriptedExpert, make_env
-from robofume.envs.tasks import get_task, prior_task_names, target_task_names
+from robofume.tasks import get_task, prior_task_names, target_task_names
 
 CFG = EnvConfig(image_size=32)
 MAX_STEPS = 60

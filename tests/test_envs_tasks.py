@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from robofume.envs.layout import OBJECTS, PLACES
-from robofume.envs.tasks import (
+from robofume.tasks import (
     CORRECT_BIN,
+    NOUNS,
+    PHRASES,
     TASKS,
     get_task,
     prior_task_names,
@@ -65,7 +67,11 @@ def test_instructions_are_distinct_and_name_objects_and_places():
         if t.kind == "prior":
             assert t.obj not in CORRECT_BIN  # priors use other objects than the targets
             assert t.name == f"prior_{t.obj}_{t.destination}"
-            assert OBJECTS[t.obj].noun in t.language
+            assert NOUNS[t.obj] in t.language and PHRASES[t.destination] in t.language
+
+
+def test_the_task_words_name_what_the_simulator_builds():
+    assert set(NOUNS) == set(OBJECTS) and set(PHRASES) == set(PLACES)
 
 
 def test_get_task_names_the_unknown_task():

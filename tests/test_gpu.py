@@ -18,7 +18,7 @@ pytestmark = pytest.mark.gpu
 
 
 def _random_batch(cfg, n: int, device: torch.device) -> dict[str, torch.Tensor]:
-    from robofume.envs.tasks import task_names
+    from robofume.tasks import task_names
 
     s, a, p = cfg.env.image_size, cfg.env.action_dim, cfg.network.proprio_dim
     g = torch.Generator().manual_seed(0)

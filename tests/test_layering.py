@@ -46,6 +46,12 @@ def test_the_library_does_not_import_the_processes():
     assert upward == []
 
 
+def test_the_task_table_is_library_not_simulator():
+    """Every process agrees on task ids without importing the simulator."""
+    assert not [m for f, m in _imports("robofume") if f == "robofume/tasks.py"
+                and m.startswith("robofume.envs")]  # fmt: skip
+
+
 def test_reverb_and_tensorflow_stay_in_replay():
     """Only the replay server and the replay clients (and the Bridge TFRecord reader)."""
     leaks = [

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from learner.buffer import OfflineBuffer, mix_batches, split_sizes
-from robofume.envs.tasks import task_index
+from robofume.tasks import task_index
 from robofume.types import BATCH_KEYS, Episode
 
 

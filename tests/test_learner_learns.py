@@ -62,8 +62,8 @@ def test_calql_bc_on_state_solves_every_forward_target_task(tmp_path):
     from learner.evaluate import evaluate_policy
     from learner.pretrain import pretrain
     from robofume.data import generate_dataset
-    from robofume.envs.tasks import target_task_names
     from robofume.policy import load_policy
+    from robofume.tasks import target_task_names
 
     cfg = load_config("sim-state", overrides={"learner": {"steps": 5000, "eval_every": 0}})
     generate_dataset(cfg, tmp_path / "data")

@@ -34,7 +34,7 @@ SETTINGS = {
 def offline_dataset(cfg, out):
     """A tiny dataset directory: prior + target demos (values that tell offline rows apart)."""
     from robofume.data import write_episodes
-    from robofume.envs.tasks import prior_task_names
+    from robofume.tasks import prior_task_names
 
     def ep(task, kind, i):
         e = coded_episode(cfg, 200 + i, 6, task=task)

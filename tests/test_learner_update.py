@@ -11,8 +11,8 @@ import torch
 from learner.finite import NonFiniteLossError
 from learner.learner import Learner
 from robofume.config import load_config
-from robofume.envs.tasks import task_names
 from robofume.policy import InferencePolicy
+from robofume.tasks import task_names
 
 N_TASKS = len(task_names())
 

@@ -116,9 +116,9 @@ def check_observation(config: ExperimentConfig) -> None:
 def check_tasks(config: ExperimentConfig) -> None:
     """The real robot's tasks (``env.widowx.languages``) must fit the simulated suite: a name it
     shares must keep its instruction. The task table itself is a value each process builds
-    from the config (``robofume.envs.tasks.task_table``); loading a config changes nothing."""
+    from the config (``robofume.tasks.task_table``); loading a config changes nothing."""
     if config.env.widowx.languages:
-        from robofume.envs.tasks import task_table
+        from robofume.tasks import task_table
 
         try:
             task_table(config)

@@ -76,7 +76,7 @@ def data_hash(cfg: ExperimentConfig) -> str:
 
 def plan_jobs(cfg: ExperimentConfig) -> list[Job]:
     """Every job of the dataset, in file order."""
-    from robofume.envs.tasks import get_task, prior_task_names
+    from robofume.tasks import get_task, prior_task_names
 
     d = cfg.data
     priors = prior_task_names()
@@ -120,7 +120,7 @@ def _init_worker(cfg: ExperimentConfig) -> None:
     from multiprocessing import util
 
     from robofume.envs import make_env
-    from robofume.envs.tasks import task_names
+    from robofume.tasks import task_names
 
     _CFG, _INIT_ERROR = cfg, None
     try:
@@ -141,7 +141,7 @@ def _close_worker() -> None:
 def run_job(job: Job) -> dict[str, Any]:
     """Attempt a job until it yields its episodes; returns them with attempt statistics."""
     from robofume.envs import ScriptedExpert
-    from robofume.envs.tasks import get_task
+    from robofume.tasks import get_task
 
     if _INIT_ERROR is not None:
         raise RuntimeError(f"could not create the environment: {_INIT_ERROR}") from _INIT_ERROR

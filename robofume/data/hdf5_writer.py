@@ -31,7 +31,7 @@ def _encode_attr(value: Any) -> Any:
 
 def _task_index(name: str) -> int:
     """Index of a simulated task (informational: the name is what readers rely on)."""
-    from robofume.envs.tasks import task_index
+    from robofume.tasks import task_index
 
     try:
         return task_index(name)

@@ -17,7 +17,7 @@ from robofume.envs.expert import ScriptedExpert
 if TYPE_CHECKING:
     from robofume.config.env import EnvConfig
     from robofume.envs.tabletop import TabletopEnv
-    from robofume.envs.tasks import Task
+    from robofume.tasks import Task
 
 __all__ = ["InvalidActionError", "ScriptedExpert", "TabletopEnv", "make_env", "online_env"]
 

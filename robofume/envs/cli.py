@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from robofume.envs.tasks import TASKS
+    from robofume.tasks import TASKS
 
     if args.json:
         out = {
@@ -78,7 +78,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     from robofume.cli import config_from_args
     from robofume.envs import make_env
     from robofume.envs.rollout import policy_from_spec, run_episodes, save_strip, summarize
-    from robofume.envs.tasks import get_task
+    from robofume.tasks import get_task
 
     cfg = config_from_args(args)
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from robofume.envs.layout import OBJECTS, PLACES
-from robofume.envs.tasks import Task
+from robofume.tasks import Task
 
 HOVER_Z = 0.13
 """Approach height of the end effector above the table (m): clears every object."""

@@ -27,8 +27,6 @@ class Place:
 
     name: str
     """Identifier used in task names (``left_bin``)."""
-    phrase: str
-    """How instructions refer to it (``in the left bin``)."""
     center: tuple[float, float]
     """Centre of the region (x, y) in metres."""
     half: tuple[float, float]
@@ -52,7 +50,6 @@ PLACES: dict[str, Place] = {
     for p in (
         Place(
             "centre",
-            "in the centre of the table",
             (0.30, 0.0),
             (0.055, 0.055),
             0.025,
@@ -60,7 +57,6 @@ PLACES: dict[str, Place] = {
         ),
         Place(
             "left_bin",
-            "in the left bin",
             (0.30, -0.17),
             (0.07, 0.065),
             0.012,
@@ -70,7 +66,6 @@ PLACES: dict[str, Place] = {
         ),
         Place(
             "right_bin",
-            "in the right bin",
             (0.30, 0.17),
             (0.07, 0.065),
             0.012,
@@ -80,7 +75,6 @@ PLACES: dict[str, Place] = {
         ),
         Place(
             "plate",
-            "on the plate",
             (0.43, 0.0),
             (0.045, 0.045),
             0.012,
@@ -88,7 +82,6 @@ PLACES: dict[str, Place] = {
         ),
         Place(
             "mat",
-            "on the green mat",
             (0.18, 0.0),
             (0.05, 0.05),
             0.015,
@@ -129,8 +122,6 @@ class ObjectSpec:
 
     name: str
     """Identifier used in task names (``vase``)."""
-    noun: str
-    """How instructions refer to it (``vase``, ``red cube``)."""
     geoms: tuple[Geom, ...]
     """Its primitives."""
     grasp_z: float
@@ -140,8 +131,8 @@ class ObjectSpec:
 _X90 = (0.0, 1.5707963, 0.0)  # cylinder axis along x
 
 
-def _o(name: str, noun: str, grasp_z: float, *geoms: Geom) -> ObjectSpec:
-    return ObjectSpec(name, noun, tuple(geoms), grasp_z)
+def _o(name: str, grasp_z: float, *geoms: Geom) -> ObjectSpec:
+    return ObjectSpec(name, tuple(geoms), grasp_z)
 
 
 PURPLE = (0.55, 0.25, 0.8, 1.0)
@@ -155,7 +146,6 @@ OBJECTS: dict[str, ObjectSpec] = {
         # --- target objects ---
         _o(
             "vase",
-            "vase",
             0.04,
             Geom("cylinder", (0.024, 0.0325), (0, 0, 0.0325), PURPLE),
             Geom("cylinder", (0.013, 0.0125), (0, 0, 0.0775), PURPLE),
@@ -163,14 +153,12 @@ OBJECTS: dict[str, ObjectSpec] = {
         ),
         _o(
             "bench",
-            "bench",
             0.043,
             Geom("box", (0.056, 0.022, 0.007), (0, 0, 0.043), WOOD),
             Geom("box", (0.007, 0.022, 0.018), (0.042, 0, 0.018), WOOD),
             Geom("box", (0.007, 0.022, 0.018), (-0.042, 0, 0.018), WOOD),
         ),
         _o(
-            "dumbbell",
             "dumbbell",
             0.032,
             Geom("cylinder", (0.009, 0.05), (0, 0, 0.032), STEEL, _X90),
@@ -180,32 +168,27 @@ OBJECTS: dict[str, ObjectSpec] = {
         # --- prior objects ---
         _o(
             "cube",
-            "red cube",
             0.03,
             Geom("box", (0.025, 0.025, 0.025), (0, 0, 0.025), (0.85, 0.12, 0.12, 1)),
         ),
         _o(
             "can",
-            "navy can",
             0.04,
             Geom("cylinder", (0.022, 0.04), (0, 0, 0.04), (0.1, 0.18, 0.55, 1)),
         ),
         _o(
             "block",
-            "yellow block",
             0.032,
             Geom("box", (0.045, 0.018, 0.02), (0, 0, 0.02), (0.95, 0.85, 0.1, 1)),
         ),
         _o(
             "bottle",
-            "green bottle",
             0.04,
             Geom("cylinder", (0.02, 0.035), (0, 0, 0.035), (0.1, 0.6, 0.2, 1)),
             Geom("cylinder", (0.009, 0.015), (0, 0, 0.085), (0.1, 0.6, 0.2, 1)),
         ),
         _o(
             "brick",
-            "pink brick",
             0.032,
             Geom("box", (0.035, 0.02, 0.02), (0, 0, 0.02), (0.95, 0.4, 0.7, 1)),
             Geom("cylinder", (0.009, 0.005), (0.017, 0, 0.045), (0.95, 0.4, 0.7, 1)),
@@ -213,14 +196,12 @@ OBJECTS: dict[str, ObjectSpec] = {
         ),
         _o(
             "mug",
-            "white mug",
             0.04,
             Geom("cylinder", (0.026, 0.035), (0, 0, 0.035), (0.95, 0.95, 0.9, 1)),
             Geom("box", (0.008, 0.005, 0.02), (0.032, 0, 0.037), (0.95, 0.95, 0.9, 1)),
         ),
         _o(
             "house",
-            "orange house",
             0.03,
             Geom("box", (0.025, 0.025, 0.02), (0, 0, 0.02), (1.0, 0.55, 0.1, 1)),
             Geom(
@@ -233,7 +214,6 @@ OBJECTS: dict[str, ObjectSpec] = {
         ),
         _o(
             "barrel",
-            "cyan barrel",
             0.03,
             Geom("cylinder", (0.03, 0.025), (0, 0, 0.025), (0.1, 0.8, 0.85, 1)),
         ),

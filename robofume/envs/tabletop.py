@@ -38,7 +38,7 @@ from robofume.envs import scene
 from robofume.envs.errors import InvalidActionError
 from robofume.envs.layout import DISTRACTOR_SPOTS, OBJECTS, PLACES
 from robofume.envs.mujoco_gl import import_mujoco, keep_until_exit
-from robofume.envs.tasks import Task, get_task
+from robofume.tasks import Task, get_task
 
 if TYPE_CHECKING:
     from robofume.config.env import EnvConfig

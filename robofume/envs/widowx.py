@@ -175,7 +175,7 @@ class WidowXEnv(gym.Env):
         name = getattr(task, "name", task)
         language = self.w.languages.get(name)
         if language is None:
-            from robofume.envs.tasks import get_task
+            from robofume.tasks import get_task
 
             try:
                 language = get_task(name).language

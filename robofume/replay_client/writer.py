@@ -122,7 +122,7 @@ class EpisodeWriter:
         self._secret = secret if secret is not None else deployment_secret(cfg.deploy)
         self.address = address
         self.cfg = cfg
-        from robofume.envs.tasks import SIM_TASKS, task_table
+        from robofume.tasks import SIM_TASKS, task_table
 
         self._tasks = task_table(cfg) if cfg is not None else SIM_TASKS
         self.timeout_s = float(

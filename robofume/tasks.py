@@ -1,4 +1,6 @@
-"""The simulated task suite: 3 target bin-sorting tasks with their reset tasks, 20 prior tasks.
+"""The task table: the contract every process shares on what a task is and its id.
+
+The simulated task suite: 3 target bin-sorting tasks with their reset tasks, 20 prior tasks.
 
 Order is stable: the 6 target tasks first (forward, reset per object), then the 20 prior
 tasks; a task's id in batches is its position in the :class:`TaskTable`. A config that declares
@@ -14,8 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
-
-from robofume.envs.layout import OBJECTS, PLACES
 
 if TYPE_CHECKING:
     from robofume.config import ExperimentConfig
@@ -42,6 +42,30 @@ class Task:
     source: str = "centre"
     """Place the object starts in when an episode of this task is reset."""
 
+
+NOUNS: dict[str, str] = {
+    "vase": "vase",
+    "bench": "bench",
+    "dumbbell": "dumbbell",
+    "cube": "red cube",
+    "can": "navy can",
+    "block": "yellow block",
+    "bottle": "green bottle",
+    "brick": "pink brick",
+    "mug": "white mug",
+    "house": "orange house",
+    "barrel": "cyan barrel",
+}
+"""How instructions name each object (the simulator draws them in these colours)."""
+
+PHRASES: dict[str, str] = {
+    "centre": "in the centre of the table",
+    "left_bin": "in the left bin",
+    "right_bin": "in the right bin",
+    "plate": "on the plate",
+    "mat": "on the green mat",
+}
+"""How instructions name each place of the table."""
 
 CORRECT_BIN: dict[str, str] = {"vase": "left_bin", "bench": "right_bin", "dumbbell": "left_bin"}
 """The correct bin of each target object."""
@@ -90,11 +114,11 @@ def _build() -> tuple[Task, ...]:
             )
         )
     for obj, src, dst in _PRIORS:
-        noun = OBJECTS[obj].noun
+        noun = NOUNS[obj]
         tasks.append(
             Task(
                 f"prior_{obj}_{dst}",
-                f"put the {noun} {PLACES[dst].phrase}",
+                f"put the {noun} {PHRASES[dst]}",
                 "prior",
                 obj,
                 dst,
