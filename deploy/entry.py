@@ -30,10 +30,10 @@ def serve_replay(cfg: ExperimentConfig, stop_event: threading.Event) -> dict[str
 def run_learner(cfg: ExperimentConfig, stop_event: threading.Event) -> Any:
     """The online learner: resumes its own checkpoint, else starts from the pre-trained one."""
     from learner.online import run_online_learner
-    from robofume.node import sync_learner
+    from robofume.node import data_dir, sync_learner
 
     sync_learner(cfg)  # on a node away from the head: its checkpoint and the dataset
-    return run_online_learner(cfg, stop_event=stop_event)
+    return run_online_learner(cfg, stop_event=stop_event, data_dir=data_dir(cfg))
 
 
 def run_evaluator(cfg: ExperimentConfig, stop_event: threading.Event) -> Any:

@@ -42,29 +42,37 @@ def away_from_head() -> bool:
 
 
 def node_config(cfg: ExperimentConfig) -> ExperimentConfig:
-    """``cfg`` as this node runs it: its own run directory, the dataset inside it."""
+    """``cfg`` as this node runs it: its own run directory (``deploy`` is each process's own;
+    what the processes must agree on, the config hash, is unchanged)."""
     local = node_run_dir()
     if not local or Path(local).resolve() == Path(cfg.deploy.run_dir).resolve():
         return cfg
-    return cfg.replace(
-        deploy=dataclasses.replace(cfg.deploy, run_dir=local),
-        data=dataclasses.replace(cfg.data, dir=str(Path(local) / "data")),
-    )
+    return cfg.replace(deploy=dataclasses.replace(cfg.deploy, run_dir=local))
+
+
+def data_dir(cfg: ExperimentConfig) -> Path:
+    """Where this node reads the offline dataset: ``data.dir`` on the head, a copy inside its
+    own run directory elsewhere."""
+    from robofume.run_dir import RunDir
+
+    return RunDir.of(cfg).data if away_from_head() else Path(cfg.data.dir)
 
 
 def head_address(deploy: DeployConfig) -> str:
-    """The head's registry: ``deploy.head_address``, else the Ray head's host (inside a Ray
-    worker), else this machine."""
+    """The head's registry: ``deploy.head_address``; else, with the cluster open to other
+    machines (``deploy.bind_host`` not loopback), the Ray head's host as this process's Ray
+    knows it; else this machine."""
     if deploy.head_address:
         return deploy.head_address
     host = "127.0.0.1"
-    try:
-        import ray
+    if deploy.bind_host not in ("127.0.0.1", "localhost", "::1"):
+        try:
+            import ray
 
-        if ray.is_initialized():
-            host = ray.get_runtime_context().gcs_address.rsplit(":", 1)[0]
-    except Exception:  # not in Ray: this machine is the head
-        pass
+            if ray.is_initialized():
+                host = ray.get_runtime_context().gcs_address.rsplit(":", 1)[0]
+        except Exception:  # not in Ray: this machine is the head
+            pass
     return f"{host}:{deploy.head_port}"
 
 
@@ -118,9 +126,8 @@ def sync_learner(cfg: ExperimentConfig, store: ArtifactStore | None = None) -> l
             cfg.deploy, store, "pretrain/checkpoints/", paths.pretrain / "checkpoints"
         )
         got += [pre] if pre is not None else []
-    data_dir = Path(cfg.data.dir)
     for key in store.keys("data/"):
-        dest = data_dir / key[len("data/") :]
+        dest = data_dir(cfg) / key[len("data/") :]
         if not dest.exists():
             got.append(fetch(store, key, dest, _secret(cfg.deploy)))
     log.info("learner node: %d artifact(s) fetched from %s", len(got), store.where)

@@ -15,6 +15,7 @@
   replay/               Reverb checkpoints (replay.checkpoint_dir moves them)
   spill/<actor>/        episodes an actor has not delivered yet (actor.spill_dir moves them)
   tb/<session>/<component>/  TensorBoard event files: one folder per `up`, one per component
+  data/                 a node away from the head: its copy of the offline dataset
 ```
 """
 
@@ -95,6 +96,11 @@ class RunDir:
     @property
     def online(self) -> Path:
         return self.root / "online"
+
+    @property
+    def data(self) -> Path:
+        """A node's copy of the offline dataset (robofume/node.py)."""
+        return self.root / "data"
 
     @property
     def tensorboard(self) -> Path:

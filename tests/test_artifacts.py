@@ -57,7 +57,7 @@ def test_a_learner_away_from_the_head_fetches_its_start_and_the_dataset(head, tm
                                                                           monkeypatch):  # fmt: skip
     cfg, _ = head
     node_cfg, local = away_node(tmp_path, cfg, monkeypatch)
-    assert node_cfg.deploy.run_dir == str(local) and node_cfg.data.dir == str(local / "data")
+    assert node_cfg.deploy.run_dir == str(local) and node_cfg.hash == cfg.hash
     got = sync_learner(node_cfg)
     ckpts = local / "pretrain" / "checkpoints"
     assert [p.name for p in ckpts.iterdir()] == ["ckpt_200.pt"]  # the newest only
