@@ -39,12 +39,16 @@ def _check_alive(handle: Any, name: str, timeout_s: float = 60.0) -> None:
 
 
 WILDCARD = ("", "0.0.0.0", "::", "[::]")
+HEAD_RESOURCE = "node:__internal_head__"
+"""Ray's own resource of the head node."""
 
 
 def start_replay(cfg: ExperimentConfig) -> str:
-    """The replay server, wherever Ray places it; returns where it really listens."""
+    """The replay server, on the head unless ``deploy.replay_resources`` says otherwise (its
+    checkpoints stay on its node's disk); returns where it really listens."""
+    resources = cfg.deploy.replay_resources or {HEAD_RESOURCE: 0.001}
     handle = services.launch("replay", "deploy.entry:serve_replay", config_dict(cfg),
-                             resources=cfg.deploy.replay_resources)  # fmt: skip
+                             resources=resources)  # fmt: skip
     _check_alive(handle, "replay", cfg.deploy.start_timeout_s)
     d = cfg.deploy
     host = d.bind_host

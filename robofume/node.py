@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 NODE_RUN_DIR_ENV = "ROBOFUME_RUN_DIR"
 """Set on a node that shares no disk with the head: its services' run directory."""
-HEAD_RESOURCE = "node:__internal_head__"
 
 
 def node_run_dir() -> str:

@@ -95,7 +95,8 @@ class DeployConfig:
     the head's reward model, checkpoints and dataset."""
     replay_resources: dict[str, float] = field(default_factory=dict)
     """Custom Ray resources the replay server needs (e.g. ``{"replay_node": 1}`` pins it to
-    the node started with ``ray start --resources '{"replay_node": 1}'``). Empty: anywhere."""
+    the node started with ``ray start --resources '{"replay_node": 1}'``). Empty: the Ray head,
+    where its checkpoints survive a worker node going away."""
     learner_resources: dict[str, float] = field(default_factory=dict)
     """Custom Ray resources the online learner needs (beside ``learner_gpus``)."""
     reward_resources: dict[str, float] = field(default_factory=dict)
