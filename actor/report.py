@@ -53,6 +53,7 @@ class Reporter:
         self._recent_predicted: dict[str, deque[float]] = {}
         self._recent_forward: deque[float] = deque(maxlen=20)
         self._confusion = np.zeros(4, dtype=np.int64)  # fp, negatives, fn, positives
+        self._task_confusion: dict[str, np.ndarray] = {}  # + false successes, episodes
         self.episodes_delivered: dict[str, int] = {}
         self.gt_success: dict[str, list[int]] = {}
         self.false_successes = [0, 0]  # episodes ended on a false success, episodes judged
@@ -93,12 +94,11 @@ class Reporter:
             event["gt_success"] = bool(gt.any())
             # ended on a predicted success that the simulator does not confirm at that frame
             event["false_success"] = bool(main.terminals[-1]) and not bool(gt[len(main) - 1])
-            self._confusion += [
-                int((pred & ~gt).sum()),
-                int((~gt).sum()),
-                int((~pred & gt).sum()),
-                int(gt.sum()),
-            ]
+            counts = [int((pred & ~gt).sum()), int((~gt).sum()), int((~pred & gt).sum()),
+                      int(gt.sum())]  # fmt: skip
+            self._confusion += counts
+            per_task = self._task_confusion.setdefault(seg.task, np.zeros(6, dtype=np.int64))
+            per_task += [*counts, int(event["false_success"]), 1]
         self._finalized += 1
         event["camera"] = np.asarray(seg.images[-1], np.uint8)
         if self.strip_every and self._finalized % self.strip_every == 0:
@@ -189,6 +189,15 @@ class Reporter:
                 if self.false_successes[1]
                 else None
             ),
+        }
+        snap["reward_model"]["per_task"] = {
+            task: {
+                "false_positive_rate": int(c[0]) / int(c[1]) if c[1] else None,
+                "false_negative_rate": int(c[2]) / int(c[3]) if c[3] else None,
+                "false_success_episodes": int(c[4]),
+                "episodes": int(c[5]),
+            }
+            for task, c in self._task_confusion.items()
         }
         snap["episodes_delivered"] = dict(self.episodes_delivered)
         snap["ground_truth_success"] = {

@@ -227,6 +227,7 @@ def record(args: argparse.Namespace, algo: str, seed: int, start: Path) -> dict:
         "phase": "online",
         "algorithm": algo,
         "reward": "model",
+        "labels": args.labels or f"reward model {args.reward}",
         "seed": seed,
         "task": args.task,
         "preset": args.preset,
@@ -283,6 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default="vase_forward")
     p.add_argument("--timeout", type=float, default=4 * 3600, help="per online run, s")
     p.add_argument("--out", type=Path, default=Path("benchmarks/out/online_system"))
+    p.add_argument(
+        "--labels",
+        default="",
+        help="what labelled the online data (the record's "
+        "'labels': reward model version, success rule)",
+    )
     p.add_argument("--no-records", action="store_true", help="do not touch learning.json")
     p.add_argument("--rerun", action="store_true", help="run finished online runs again")
     p.add_argument("overrides", nargs="*", help="extra --section.field value overrides")

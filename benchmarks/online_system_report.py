@@ -41,7 +41,7 @@ def plot(records: list[dict], path: Path) -> Path:
             curve = [p for p in r["curve"] if "success" in p]
             x = [p["env_steps"] for p in curve]
             gt = r["reward"] == "ground_truth"
-            label = f"online, seed {r['seed']}" + (" (ground-truth reward: ablation)" if gt else "")
+            label = f"online, seed {r['seed']}: {r.get('labels') or r['reward']}"
             ax.plot(x, [p["success"] for p in curve], color=f"C{i}", lw=1.2, marker=".",
                     ls="--" if gt else "-", label=label)  # fmt: skip
             end = r["env_steps"]
@@ -69,7 +69,7 @@ def plot(records: list[dict], path: Path) -> Path:
 
 
 def table(records: list[dict]) -> str:
-    rows = ["| algorithm | reward | seed | env steps | updates | UTD (target) | start | control "
+    rows = ["| algorithm | labels | seed | env steps | updates | UTD (target) | start | control "
             "| online | online - control | stochastic: start / control / online "
             "| false-success episodes | FPR per frame |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -77,7 +77,8 @@ def table(records: list[dict]) -> str:
         rm = r.get("reward_model") or {}
         fse, fpr = rm.get("false_success_episode_fraction"), rm.get("false_positive_rate")
         rows.append(
-            f"| {ALGORITHM_LABELS.get(r['algorithm'], r['algorithm'])} | {r['reward']} "
+            f"| {ALGORITHM_LABELS.get(r['algorithm'], r['algorithm'])} | "
+            f"{r.get('labels') or r['reward']} "
             f"| {r['seed']} "
             f"| {r['env_steps']} | {r['updates']} | {r['utd_effective']:.3f} "
             f"({r['utd_target']}) | {r['start_success']:.2f} | {r['control_success']:.2f} "
@@ -86,13 +87,15 @@ def table(records: list[dict]) -> str:
             f"{r['final_success_stochastic']:.2f} "
             f"| {'-' if fse is None else f'{fse:.1%}'} | {'-' if fpr is None else f'{fpr:.2%}'} |"
         )
-    for algo in dict.fromkeys(r["algorithm"] for r in records):
-        runs = [r for r in records if r["algorithm"] == algo and r["reward"] == "model"]
-        if not runs:
-            continue
+    groups = dict.fromkeys((r["algorithm"], r.get("labels") or r["reward"]) for r in records
+                           if r["reward"] == "model")  # fmt: skip
+    for algo, labels in groups:
+        runs = [r for r in records if r["algorithm"] == algo and r["reward"] == "model"
+                and (r.get("labels") or r["reward"]) == labels]  # fmt: skip
         gain = [r["final_success"] - r["control_success"] for r in runs]
         rows.append(
-            f"| **{ALGORITHM_LABELS.get(algo, algo)} mean** | model | {len(runs)} seed(s) | | | | "
+            f"| **{ALGORITHM_LABELS.get(algo, algo)} mean** | {labels} | {len(runs)} seed(s) "
+            "| | | | "
             f"{np.mean([r['start_success'] for r in runs]):.2f} "
             f"| {np.mean([r['control_success'] for r in runs]):.2f} "
             f"| {np.mean([r['final_success'] for r in runs]):.2f} | {np.mean(gain):+.2f} "

@@ -110,6 +110,9 @@ def test_episodes_alternate_with_labels_rewards_and_returns(servers, tmp_path):
     saved = json.loads((tmp_path / "status" / "actor_0.json").read_text())
     assert saved["steps"] == 60 and saved["delivered_episodes"] == len(tee.episodes)
     assert saved["reward_model"]["transitions"] == 60
+    per_task = saved["reward_model"]["per_task"]  # the labels' quality, task by task
+    assert set(per_task) == set(tasks)
+    assert sum(t["episodes"] for t in per_task.values()) == len(main)
     tags = read_scalars(tmp_path / "tb" / "actor_0")
     for tag in (
         M.per_task(M.SUCCESS_RATE, cfg.actor.forward_task),
