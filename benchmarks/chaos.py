@@ -27,7 +27,15 @@ The replay table is sized beyond what the run produces (--replay-size), so FIFO 
 cannot pass for loss. Results: ``benchmarks/results/chaos.json``, a markdown table on stdout
 and the ``## Chaos run`` section of ``benchmarks/RESULTS.md``.
 
+With ``--worker-nodes 2 --components node`` the learner and the reward replica run on worker
+nodes that share no disk with the head (deploy/nodes.py: each its own HOME and run
+directory), and each kill takes away the whole node that runs the learner: every process of
+it at once. Ray restarts the learner (and a replica that was there) on the other node, which
+fetches the learner's last uploaded checkpoint from the head; a fresh node then joins in the
+lost one's place. Its results go to their own section, ``## Chaos run: whole worker nodes``.
+
     python -m benchmarks.chaos --seconds 450 --kills-per-component 3
+    python -m benchmarks.chaos --worker-nodes 2 --components node --kills-per-component 2
     python -m benchmarks.chaos --report-only   # tables and section again from the saved JSON
 """
 
@@ -70,6 +78,10 @@ log = logging.getLogger("benchmarks.chaos")
 RAY_MAX_RESTARTS = 3
 """``max_restarts`` of the services and reward replicas (deploy/services.py, deploy/launch.py)."""
 RESULT_JSON = ROOT / "benchmarks" / "results" / "chaos.json"
+NODES_JSON = ROOT / "benchmarks" / "results" / "chaos_nodes.json"
+NODES_HEADING = "## Chaos run: whole worker nodes"
+NODE_RESOURCE = "chaos_gpu_node"
+"""The resource the worker nodes offer and the learner and the replica ask for."""
 
 
 # ----------------------------------------------------------------------------- preparation
@@ -124,6 +136,8 @@ class Chaos:
         self.probes = Probes(cfg)
         self.kills: list[Kill] = []
         self._next_sample = 0.0
+        self.nodes: list[Any] = []  # worker nodes that are up (deploy/nodes.py)
+        self.joined = 0
 
     def tick(self) -> None:
         """Sample the heartbeats when due."""
@@ -138,7 +152,7 @@ class Chaos:
 
     def run(self) -> tuple[float, float]:
         """The chaos phase; returns its (start, end) wall-clock times."""
-        plan = [c for _ in range(self.args.kills_per_component) for c in COMPONENTS]
+        plan = [c for _ in range(self.args.kills_per_component) for c in self.args.components]
         interval = self.args.seconds / (len(plan) + 1)
         start, t0 = time.time(), time.monotonic()
         given_up: set[str] = set()
@@ -152,15 +166,41 @@ class Chaos:
         self.idle_until(max(t0 + self.args.seconds, time.monotonic() + self.args.min_tail))
         return start, time.time()
 
+    def join_node(self) -> None:
+        """One more worker node (its own HOME and run directory, only the secret and token)."""
+        from deploy.nodes import join_node
+
+        root = (self.args.out / "nodes" / f"node_{self.joined}").resolve()
+        self.joined += 1
+        self.nodes.append(join_node(self.cfg.deploy, root, {NODE_RESOURCE: 1}))
+        log.info("worker node %s joined", root.name)
+
+    def learner_node(self) -> tuple[Any, int] | None:
+        """The worker node that runs the learner, and the learner's PID."""
+        from deploy.nodes import node_processes
+
+        pid = int((self.cluster.statuses().get("learner") or {}).get("pid") or 0)
+        for node in self.nodes:
+            if pid in {p.pid for p in node_processes(node)}:
+                return node, pid
+        return None
+
     def live_pid(self, component: str, timeout_s: float = 30.0) -> int | None:
-        """The component's PID, waiting a little for a restarted process's first heartbeat."""
+        """The component's PID, waiting a little for a restarted process's first heartbeat
+        (a node: its learner's)."""
         deadline = time.monotonic() + timeout_s
-        while (pid := component_pid(self.cfg, self.cluster, component)) is None:
+        while (pid := self._pid(component)) is None:
             if time.monotonic() > deadline:
                 return None
             self.tick()
             time.sleep(1.0)
         return pid
+
+    def _pid(self, component: str) -> int | None:
+        if component == "node":
+            found = self.learner_node()
+            return found[1] if found else None
+        return component_pid(self.cfg, self.cluster, component)
 
     def kill(self, component: str) -> Kill | None:
         pid = self.live_pid(component)
@@ -168,19 +208,34 @@ class Chaos:
             log.error("%s: no live pid in this run's Ray session; not killed", component)
             return None
         before = self.state(component)
-        os.kill(pid, signal.SIGKILL)
-        kill = Kill(component, pid, time.time(), before=before)
+        if component == "node":
+            from deploy.nodes import remove_node
+
+            node, _ = self.learner_node() or (None, None)
+            if node is None:
+                log.error("the learner left its node before the kill; not killed")
+                return None
+            self.nodes.remove(node)
+            killed = remove_node(node)
+            kill = Kill(component, pid, time.time(), before=before)
+            log.info("node %s gone (%d processes killed, the learner's pid %d), load %.1f",
+                     node.root.name, killed, pid, load_average())  # fmt: skip
+        else:
+            os.kill(pid, signal.SIGKILL)
+            kill = Kill(component, pid, time.time(), before=before)
+            log.info("kill -9 %s (pid %d), load %.1f", component, pid, load_average())
         self.kills.append(kill)
-        log.info("kill -9 %s (pid %d), load %.1f", component, pid, load_average())
         wait_gone(pid)
         self.wait_recovered(kill)
+        if component == "node":
+            self.join_node()  # the machine is replaced: the next kill has somewhere to go
         return kill
 
     def state(self, component: str) -> dict[str, Any]:
         """What the component had just before the kill (to compare with after the restart)."""
         if component == "replay":
             return self.probes.replay() or {}
-        if component == "learner":
+        if component in ("learner", "node"):
             beat = self.cluster.statuses().get("learner") or {}
             return {k: beat.get(k) for k in ("step", "online_updates", "checkpoint")}
         return {}
@@ -194,6 +249,8 @@ class Chaos:
             return {"serving": True} if self.probes.reward() else None
         beat = self.cluster.statuses().get("learner") or {}
         fresh = beat.get("pid") != kill.pid and float(beat.get("time", 0)) > kill.at
+        if kill.component == "node" and fresh and not self.probes.reward():
+            return None  # a replica that was on the node is not back yet
         return {k: beat.get(k) for k in ("pid", "step", "online_updates")} if fresh else None
 
     def wait_recovered(self, kill: Kill) -> None:
@@ -240,8 +297,15 @@ def cluster_args(args: argparse.Namespace) -> list[str]:
         str(args.replay_size),
         "--replay.checkpoint_every_s",
         str(args.replay_checkpoint_s),
+        *(node_args() if args.worker_nodes else []),
         *args.overrides,
     ]
+
+
+def node_args() -> list[str]:
+    """The learner and the reward replica on the worker nodes (the head keeps replay)."""
+    need = "{" + NODE_RESOURCE + ": 0.5}"
+    return ["--deploy.learner_resources", need, "--deploy.reward_resources", need]
 
 
 def final_status(cluster: Cluster) -> dict[str, Any]:
@@ -266,14 +330,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     run_dir.mkdir(parents=True)
     link_prepared(args.source_run, run_dir)
     overrides = cluster_overrides("smoke", run_dir, str(args.data), cluster_args(args))
-    with running_cluster(run_dir, overrides) as cluster:
-        wait_ready(cluster, args.actors, args.ready_timeout)
-        cfg = run_config(run_dir)
-        chaos = Chaos(cluster, cfg, args)
-        log.info("replay before the chaos: %s", chaos.probes.replay())  # imports Reverb now
-        chaos.idle_until(time.monotonic() + args.warmup)
-        window = chaos.run()
-        status_end = final_status(cluster)
+    chaos = None
+    try:
+        with running_cluster(run_dir, overrides) as cluster:
+            cfg = run_config(run_dir)
+            chaos = Chaos(cluster, cfg, args)
+            for _ in range(args.worker_nodes):  # the learner and the replica wait for them
+                chaos.join_node()
+            wait_ready(cluster, args.actors, args.ready_timeout)
+            log.info("replay before the chaos: %s", chaos.probes.replay())  # imports Reverb
+            chaos.idle_until(time.monotonic() + args.warmup)
+            window = chaos.run()
+            status_end = final_status(cluster)
+    finally:
+        from deploy.nodes import remove_node
+
+        for node in chaos.nodes if chaos else []:
+            remove_node(node)
     cluster.sample()  # the final heartbeats, written at the stop
     result = summarize(cluster, chaos.kills, window, args)
     result["audit"] = audit_replay(run_dir, args.out / "audit")
@@ -288,6 +361,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seconds", type=float, default=450.0, help="length of the chaos phase")
     p.add_argument("--kills-per-component", type=int, default=3, help="kills of each component")
+    p.add_argument(
+        "--components",
+        nargs="+",
+        default=["replay", "reward", "learner"],
+        choices=COMPONENTS,
+        help="what to kill, round-robin",
+    )
+    p.add_argument(
+        "--worker-nodes",
+        type=int,
+        default=0,
+        help="worker nodes for the learner and the replica (needed to kill a node)",
+    )
     p.add_argument("--actors", type=int, default=2, help="simulated actors")
     p.add_argument("--tick-hz", type=float, default=10.0, help="actor control rate")
     p.add_argument("--replay-size", type=int, default=100_000, help="online table max size")
@@ -308,6 +394,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("overrides", nargs="*", help="extra --section.field value overrides")
     args = p.parse_args(argv)
+    if "node" in args.components and args.worker_nodes < 2:
+        p.error("killing a node needs --worker-nodes 2 or more (one to come back on)")
     if not 1 <= args.kills_per_component <= RAY_MAX_RESTARTS:
         p.error(
             f"--kills-per-component must be 1..{RAY_MAX_RESTARTS}: Ray restarts a service at "
@@ -320,10 +408,12 @@ def report(result: dict[str, Any], record: bool) -> None:
     """Print the tables; with ``record`` write the JSON and the RESULTS.md section."""
     print(markdown(result))
     if record:
-        RESULT_JSON.parent.mkdir(parents=True, exist_ok=True)
-        RESULT_JSON.write_text(json.dumps(result, indent=1, default=str))
-        record_section(HEADING, section(result))
-        log.info("wrote %s and the %r section of RESULTS.md", RESULT_JSON, HEADING)
+        nodes = "node" in result.get("config", {}).get("components", [])
+        path, heading = (NODES_JSON, NODES_HEADING) if nodes else (RESULT_JSON, HEADING)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1, default=str))
+        record_section(heading, section(result).replace(HEADING, heading, 1))
+        log.info("wrote %s and the %r section of RESULTS.md", path, heading)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     host = machine()
     result = run(args)
-    plan = 3 * args.kills_per_component
+    plan = len(args.components) * args.kills_per_component
     result.update(
         command=command.strip(),
         machine=host,
@@ -348,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
             "replay_size": args.replay_size,
             "replay_checkpoint_s": args.replay_checkpoint_s,
             "kills_per_component": args.kills_per_component,
+            "components": args.components,
+            "worker_nodes": args.worker_nodes,
             "interval_s": args.seconds / (plan + 1),
             "grace_s": args.grace,
             "seconds": args.seconds,

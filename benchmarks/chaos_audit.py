@@ -15,7 +15,9 @@ import numpy as np
 
 from benchmarks.cluster_run import Cluster
 
-COMPONENTS = ("replay", "reward", "learner")
+COMPONENTS = ("replay", "reward", "learner", "node")
+"""What the chaos run can kill: a service (SIGKILL to its process) or the worker node that
+runs the learner (every process of that node: deploy/nodes.py)."""
 """What the chaos run kills, round-robin."""
 
 
@@ -151,20 +153,21 @@ def heartbeat_recovery(samples: list[dict], kill: Kill) -> dict[str, float | Non
     learner, its first beat showing a new update."""
     if kill.component == "reward":
         return {}
+    name = "learner" if kill.component == "node" else kill.component  # the node's learner
     beats = sorted(
         {
-            float(s[kill.component]["time"]): s[kill.component]
+            float(s[name]["time"]): s[name]
             for s in samples
-            if s.get(kill.component)
-            and s[kill.component].get("pid") != kill.pid
-            and float(s[kill.component].get("time", 0)) > kill.at
+            if s.get(name)
+            and s[name].get("pid") != kill.pid
+            and float(s[name].get("time", 0)) > kill.at
         }.items()
     )
     if not beats:
         return {"heartbeat_s": None}
     first_t, first = beats[0]
     out: dict[str, float | None] = {"heartbeat_s": round(first_t - kill.at, 1)}
-    if kill.component == "learner":
+    if name == "learner":
         trained = [
             t for t, b in beats if b.get("online_updates", 0) > first.get("online_updates", 0)
         ]

@@ -23,7 +23,7 @@ def kills_table(kills: list[dict], start: float) -> list[str]:
         b, a = k["before"], k["after"]
         if k["component"] == "replay":
             detail = f"{b.get('size')} items at the kill, {a.get('size')} when serving again"
-        elif k["component"] == "learner":
+        elif k["component"] in ("learner", "node"):
             detail = f"last beat before: update {b.get('step')}; resumed at {a.get('step')}"
             if a.get("training_s") is not None:
                 detail += f", training again after {a['training_s']} s"
@@ -39,7 +39,7 @@ def kills_table(kills: list[dict], start: float) -> list[str]:
 def recovery_table(kills: list[dict]) -> list[str]:
     lines = ["| component | kills | recovered | healthy again after, s (mean / max) |"]
     lines.append("|---|---|---|---|")
-    for c in COMPONENTS:
+    for c in [c for c in COMPONENTS if any(k["component"] == c for k in kills)]:
         times = [k["recovered_s"] for k in kills if k["component"] == c]
         ok = [t for t in times if t is not None]
         span = f"{np.mean(ok):.1f} / {max(ok):.1f}" if ok else "-"
@@ -127,17 +127,33 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+KILLED = {
+    "replay": "the replay server",
+    "reward": "the reward replica",
+    "learner": "the learner",
+    "node": "the worker node running the learner (every process of it; a fresh node joins "
+    "after each recovery)",
+}
+
+
 def section(result: dict[str, Any]) -> str:
     cfg = result["config"]
+    parts = [KILLED[c] for c in cfg.get("components", ["replay", "reward", "learner"])]
+    what = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    nodes = cfg.get("worker_nodes", 0)
+    where = ""
+    if nodes:
+        where = (f" The learner and the reward replica run on {nodes} worker nodes with their "
+                 "own HOME and run directory; replay and the actors on the head.")  # fmt: skip
     setup = (
         f"Preset `smoke` ({cfg['num_actors']} simulated actors at {cfg['tick_hz']:g} Hz, one "
         f"reward replica, replay table of {cfg['replay_size']} items checkpointed every "
         f"{cfg['replay_checkpoint_s']:g} s), {result['chaos_seconds']:.0f} s of chaos "
-        f"({result.get('wall_s', '?')} s in all, start and stop included): `kill -9` of the "
-        f"replay server, the reward replica and the learner, round-robin, "
+        f"({result.get('wall_s', '?')} s in all, start and stop included): `kill -9` of "
+        f"{what}, round-robin, "
         f"{cfg['kills_per_component']} times each, one every {cfg['interval_s']:.0f} s or, when "
         f"the previous one took longer to recover, right after it (Ray restarts them; the "
-        f"actors and the Ray head are not killed)."
+        f"actors and the Ray head are not killed).{where}"
     )
     terms = (
         "*Healthy again*: replay answers with a new epoch, the reward replica's gRPC health "

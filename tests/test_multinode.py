@@ -10,7 +10,6 @@ learner comes back on the other node and resumes from the checkpoint it had uplo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -20,8 +19,9 @@ import time
 from pathlib import Path
 
 import portpicker
-import psutil
 import pytest
+
+from deploy.nodes import join_node, remove_node
 
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_S = 900
@@ -43,26 +43,6 @@ def _ray(env: dict[str, str], *args: str) -> None:
     ray_bin = str(Path(sys.executable).with_name("ray"))
     proc = _run([ray_bin, "start", *args, "--disable-usage-stats"], env, 180)
     assert proc.returncode == 0, f"ray start {args} failed:\n{proc.stdout}\n{proc.stderr}"
-
-
-def _node_processes(run_dir: Path) -> list[psutil.Process]:
-    """The processes of the node whose services keep their files in ``run_dir``."""
-    found = []
-    for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            if proc.environ().get("ROBOFUME_RUN_DIR") == str(run_dir):
-                found.append(proc)
-    return found
-
-
-def _remove_node(run_dir: Path) -> int:
-    """The machine goes away: every process of that node is killed at once."""
-    procs = _node_processes(run_dir)
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(procs, timeout=20)
-    return len(procs)
 
 
 def _status(env, overrides) -> dict:
@@ -118,25 +98,16 @@ def machines(tmp_path_factory):
          "--num-cpus=2", "--include-dashboard=false")  # fmt: skip
     nodes = []
     try:
-        for name in ("gpu_a", "gpu_b"):  # what the README says to copy, nothing else
-            run = tmp / name / "run"
-            (run / "auth").mkdir(parents=True)
-            shutil.copy(head_run / "auth" / "secret", run / "auth" / "secret")
-            token = tmp / name / "ray_token"
-            shutil.copy(auth["RAY_AUTH_TOKEN_PATH"], token)
-            env = {**base, "HOME": str(tmp / name / "home"), "ROBOFUME_RUN_DIR": str(run),
-                   "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}  # fmt: skip
-            _ray(env, f"--address=127.0.0.1:{ports[0]}", "--node-ip-address=127.0.0.1",
-                 "--num-cpus=1", '--resources={"gpu_node": 1}')  # fmt: skip
-            nodes.append(run)
+        for name in ("gpu_a", "gpu_b"):  # given the secret and the Ray token, nothing else
+            nodes.append(join_node(cfg.deploy, tmp / name, {"gpu_node": 1}))
         up = _robofume(head_env, "up", *overrides, timeout=900)
         assert up.returncode == 0, f"up failed:\n{up.stdout}\n{up.stderr[-5000:]}"
         yield {"tmp": tmp, "head": head_run, "nodes": nodes, "env": head_env,
                "overrides": overrides, "ports": ports}  # fmt: skip
     finally:
         _robofume(head_env, "down", *overrides, timeout=300)
-        for run in nodes:
-            _remove_node(run)
+        for node in nodes:
+            remove_node(node)
         from deploy.cluster import stop_head
 
         stop_head(cfg.deploy)
@@ -169,12 +140,11 @@ def test_every_machine_shows_on_the_head_and_a_lost_node_loses_nothing(machines)
 
     report = _wait("the learner on a worker node learning", learning, DEADLINE_S, env, overrides)
     learner = report["learner"]
-    node = next(n for n in machines["nodes"] if str(learner["checkpoint"]).startswith(str(n)))
-    assert not (head / "pretrain" / "checkpoints").is_relative_to(node)
-    assert any((node / "pretrain" / "checkpoints").glob("ckpt_*.pt")), "start not fetched"
-    assert (node / "reward" / "model.pt").exists() or any(
-        (n / "reward" / "model.pt").exists() for n in machines["nodes"]
-    ), "no worker node fetched the reward model"
+    runs = [n.run_dir for n in machines["nodes"]]
+    node = next(n for n in machines["nodes"]
+                if str(learner["checkpoint"]).startswith(str(n.run_dir)))  # fmt: skip
+    assert any((node.run_dir / "pretrain" / "checkpoints").glob("ckpt_*.pt")), "start not fetched"
+    assert any((r / "reward" / "model.pt").exists() for r in runs), "no node fetched the model"
     assert report["reward"] and all(r["healthy"] for r in report["reward"]), report["reward"]
 
     robot = _robot_pc(machines)
@@ -201,8 +171,8 @@ def test_every_machine_shows_on_the_head_and_a_lost_node_loses_nothing(machines)
     assert not report["services"]["replay"].get("via_head"), "replay is not on the head"
     assert report["services"]["learner"].get("via_head"), "the learner is not on a worker node"
 
-    assert _remove_node(node) > 0
-    survivor = next(n for n in machines["nodes"] if n != node)
+    assert remove_node(node) > 0
+    survivor = next(n.run_dir for n in machines["nodes"] if n != node)
 
     def back(report) -> bool:
         lr = report.get("learner") or {}
