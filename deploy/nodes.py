@@ -19,6 +19,7 @@ from pathlib import Path
 
 from robofume.config import DeployConfig
 from robofume.node import NODE_RUN_DIR_ENV
+from robofume.run_dir import RunDir
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,9 @@ def join_node(
     from robofume.ray_auth import token_path
 
     node = WorkerNode(root)
-    (node.run_dir / "auth").mkdir(parents=True, exist_ok=True)
-    shutil.copy(secret_path(head), node.run_dir / "auth" / "secret")  # what the README copies
+    secret = RunDir.at(node.run_dir).secret
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(secret_path(head), secret)  # what the README copies
     token = root / "ray_token"
     shutil.copy(token_path(head), token)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
