@@ -89,7 +89,18 @@ def scores(model: Any, episodes: list[dict[str, Any]]) -> list[np.ndarray]:
 def judge(
     episodes: list[dict[str, Any]], probs: list[np.ndarray], threshold: float, success_frames: int
 ) -> dict[str, Any]:
-    fp = neg = fn = pos = ended = false_end = 0
+    """All episodes together, then ``per_task``: the same on each task's episodes alone."""
+    row = _judge(episodes, probs, threshold, success_frames)
+    row["per_task"] = {
+        task: _judge(*zip(*[(e, p) for e, p in zip(episodes, probs, strict=True)
+                            if e["task"] == task], strict=True), threshold, success_frames)
+        for task in sorted({e["task"] for e in episodes})
+    }  # fmt: skip
+    return row
+
+
+def _judge(episodes: Any, probs: Any, threshold: float, success_frames: int) -> dict[str, Any]:
+    fp = neg = fn = pos = ended = false_end = missed = truly = 0
     for ep, p in zip(episodes, probs, strict=True):
         yes = p >= threshold
         truth = ep["success"]
@@ -97,6 +108,7 @@ def judge(
         neg += int((~truth).sum())
         fn += int((~yes & truth).sum())
         pos += int(truth.sum())
+        truly += int(truth.any())
         run = 0
         for t, y in enumerate(yes):
             run = run + 1 if y else 0
@@ -104,6 +116,8 @@ def judge(
                 ended += 1
                 false_end += int(not truth[t])
                 break
+        else:
+            missed += int(truth.any())  # succeeded, and the actor never saw it
     return {
         "frame_fpr": fp / neg if neg else None,
         "frame_fnr": fn / pos if pos else None,
@@ -112,9 +126,18 @@ def judge(
         "ended_on_predicted_success": ended,
         "false_success_episodes": false_end,
         "false_success_fraction": false_end / len(episodes) if episodes else None,
+        "successful_episodes": truly,
+        "missed_success_episodes": missed,
         "threshold": threshold,
         "success_frames": success_frames,
     }
+
+
+def table_row(name: str, r: dict[str, Any]) -> str:
+    return (f"| {name} | {r['success_frames']} | {100 * (r['frame_fpr'] or 0):.1f}% "
+            f"| {100 * (r['frame_fnr'] or 0):.1f}% | {r['false_success_episodes']} of "
+            f"{r['episodes']} ({100 * (r['false_success_fraction'] or 0):.1f}%) "
+            f"| {r['missed_success_episodes']} of {r['successful_episodes']} |")  # fmt: skip
 
 
 def main() -> int:
@@ -165,12 +188,15 @@ def main() -> int:
     record = {"preset": args.preset, "policies": args.policies, "split": args.split,
               "pairs": args.pairs, "rows": rows}  # fmt: skip
     out.write_text(json.dumps(record, indent=1))
-    print("| reward model | success frames | frame FPR | frame FNR | false-success episodes |")
-    print("|---|---|---|---|---|")
+    print(
+        "| reward model | success frames | frame FPR | frame FNR | false-success episodes "
+        "| successes never seen |"
+    )
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['reward_model']} | {r['success_frames']} | {100 * (r['frame_fpr'] or 0):.1f}% "
-              f"| {100 * (r['frame_fnr'] or 0):.1f}% | {r['false_success_episodes']} of "
-              f"{r['episodes']} ({100 * (r['false_success_fraction'] or 0):.1f}%) |")  # fmt: skip
+        print(table_row(r["reward_model"], r))
+        for task, t in r["per_task"].items():
+            print(table_row(f"  {task}", t))
     return 0
 
 

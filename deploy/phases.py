@@ -160,8 +160,10 @@ def prepare(cfg: ExperimentConfig, board: PhaseBoard) -> None:
 def start_online(cfg: ExperimentConfig, board: PhaseBoard) -> None:
     """Phase 4: the online services, as `up` starts them (found by name when running)."""
     from deploy import cluster, launch
+    from robofume.node import publish_head_artifacts
 
     board.update("online", state="starting")
+    publish_head_artifacts(cfg)  # deploy.storage: what the other nodes fetch from there
     cluster.connect(cfg.deploy)
     replay = launch.start_replay(cfg)
     cfg = launch.with_addresses(cfg, replay, launch.start_reward(cfg))

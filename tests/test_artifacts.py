@@ -14,7 +14,14 @@ import pytest
 from robofume.artifacts import ArtifactError, FsspecStore, artifact_mac, fetch, publish
 from robofume.auth import deployment_secret, link_token
 from robofume.config import load_config
-from robofume.node import NODE_RUN_DIR_ENV, node_config, open_store, sync_learner, upload
+from robofume.node import (
+    NODE_RUN_DIR_ENV,
+    node_config,
+    open_store,
+    publish_head_artifacts,
+    sync_learner,
+    upload,
+)
 from robofume.telemetry import HeadClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -127,3 +134,18 @@ def test_a_storage_uri_holds_the_same_keys(tmp_path):
         fetch(store, "online/checkpoints/ckpt_7.pt", tmp_path / "got2.pt", secret)
     with pytest.raises(ArtifactError, match="not in"):
         fetch(store, "reward/model.pt", tmp_path / "m.pt", secret)
+
+
+def test_with_a_storage_uri_the_head_publishes_and_a_node_fetches_from_it(head, tmp_path,
+                                                                          monkeypatch):  # fmt: skip
+    cfg, server = head
+    server.stop()  # the bucket alone carries the artifacts
+    bucket = f"file://{tmp_path / 'bucket'}"
+    cfg = cfg.replace(deploy=dataclasses.replace(cfg.deploy, storage=bucket))
+    assert publish_head_artifacts(cfg) == 4  # reward, newest pre-trained, two dataset files
+    assert publish_head_artifacts(cfg) == 0  # already there: nothing sent twice
+    assert FsspecStore(bucket).keys("pretrain/") == ["pretrain/checkpoints/ckpt_200.pt"]
+    node_cfg, local = away_node(tmp_path, cfg, monkeypatch)
+    got = sync_learner(node_cfg)
+    assert (local / "pretrain" / "checkpoints" / "ckpt_200.pt").read_bytes() == b"pre 200"
+    assert len(got) == 3 and (local / "data" / "sub" / "target.hdf5").read_bytes() == b"episodes"
