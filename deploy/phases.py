@@ -125,7 +125,15 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def run_step(cfg: ExperimentConfig, board: PhaseBoard, name: str, args: list[str]) -> None:
-    """Run one ``robofume`` command as a subprocess, following its progress bars."""
+    """Run one ``robofume`` command as a subprocess, following its progress bars; the reward
+    fine-tune and pre-training on the node ``deploy.prepare_resources`` names, when set."""
+    from robofume.artifacts import PREPARED
+
+    if name in PREPARED and cfg.deploy.prepare_resources:
+        from deploy.remote_phase import run_remote_step
+
+        run_remote_step(cfg, board, name)
+        return
     progress_file = RunDir.of(cfg).phases / f"{name}.json"
     progress_file.unlink(missing_ok=True)
     env = {**os.environ, PROGRESS_FILE_ENV: str(progress_file), "ROBOFUME_NO_PROGRESS": "1"}

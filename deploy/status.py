@@ -144,6 +144,8 @@ def format_phases(runner: dict[str, Any] | None) -> list[str]:
             line += f" eta {_duration(phase.get('eta_s'))}"
             if phase.get("desc"):
                 line += f" ({phase['desc']})"
+            if phase.get("node"):
+                line += f" on {phase['node']}"
         if phase.get("error"):
             line += f"  error: {phase['error']}"
         lines.append(line)

@@ -51,15 +51,18 @@ def pretrain_ready(paths: RunDir) -> bool:
     return ckpts.exists() and any(ckpts.glob("ckpt_*.pt"))
 
 
-def prepare_steps(cfg: ExperimentConfig) -> list[tuple[str, bool, list[str]]]:
+def prepare_steps(
+    cfg: ExperimentConfig, data: str | None = None
+) -> list[tuple[str, bool, list[str]]]:
     """The preparation phases in order: (name, already produced, ``robofume`` arguments).
 
     The dataset, the fine-tuned reward model and the pre-trained policy: what exists is reused
-    (:mod:`deploy.phases` runs the rest).
+    (:mod:`deploy.phases` runs the rest). ``data``: where the dataset is on this node
+    (default ``data.dir``).
     """
     paths = RunDir.of(cfg)
     conf = str(paths.config)
-    data, reward = cfg.data.dir, str(paths.reward)
+    data, reward = data or cfg.data.dir, str(paths.reward)
     return [
         ("generate", dataset_ready(cfg), ["generate", "--config_path", conf, "--out", data]),
         (

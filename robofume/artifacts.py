@@ -6,8 +6,8 @@ by keys that mirror the head's run directory:
 
 | key | what | written by |
 |---|---|---|
-| ``reward/model.pt`` | the fine-tuned reward model | the head (reward fine-tune) |
-| ``pretrain/checkpoints/ckpt_N.pt`` | offline pre-training | the head (pretrain phase) |
+| ``reward/model.pt`` | the fine-tuned reward model | the reward phase, where it runs |
+| ``pretrain/checkpoints/ckpt_N.pt`` | offline pre-training | the pretrain phase, where it runs |
 | ``data/<file>`` | the offline dataset (``data.dir`` on the head) | the head (generate) |
 | ``online/checkpoints/ckpt_N.pt`` | the online learner | the learner, wherever it runs |
 
@@ -17,6 +17,10 @@ Two stores hold them, the same keys in both:
   (``GET /v1/artifacts/<key>``) and keeps what services upload (``PUT``), in its run directory;
 - a **storage URI** (``deploy.storage``: ``file:///...``, ``s3://bucket/run``, ``gs://...``),
   through fsspec; ``up`` uploads the head's artifacts there once they exist.
+
+The reward fine-tune and pre-training run where ``deploy.prepare_resources`` places them
+(``deploy/remote_phase.py``); on another node they fetch the dataset and upload what they
+made, which then also lands in the head's run directory.
 
 Every artifact carries an HMAC of its key and content under the deployment secret
 (:func:`artifact_mac`): a node loads nothing that a holder of the secret did not write, and
@@ -38,9 +42,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-READ_ONLY = ("reward/", "pretrain/checkpoints/", "data/")
+READ_ONLY = ("data/",)
 """Prefixes only the head writes."""
-WRITABLE = ("online/checkpoints/",)
+PREPARED = {"reward": "reward/", "pretrain": "pretrain/checkpoints/"}
+"""What each preparation phase produces, by phase: it may run on another node and upload it."""
+WRITABLE = ("online/checkpoints/", *PREPARED.values())
 """Prefixes services upload to."""
 KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 CKPT = re.compile(r"(?:^|/)ckpt_(\d+)\.pt$")
@@ -90,6 +96,15 @@ def local_keys(cfg: ExperimentConfig, prefix: str) -> list[str]:
             if KEY.fullmatch(key) and not key.endswith((MAC_SUFFIX, ".tmp")):
                 keys.append(key)
     return keys
+
+
+def prepared_keys(root: Path, phase: str) -> list[str]:
+    """The keys of what ``phase`` (:data:`PREPARED`) left under the run directory ``root``."""
+    prefix = PREPARED[phase]
+    base = root / prefix
+    found = sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else []
+    keys = [prefix + p.relative_to(base).as_posix() for p in found]
+    return [k for k in keys if KEY.fullmatch(k) and not k.endswith((MAC_SUFFIX, ".tmp"))]
 
 
 class ArtifactStore(Protocol):

@@ -125,12 +125,47 @@ def sync_learner(cfg: ExperimentConfig, store: ArtifactStore | None = None) -> l
             cfg.deploy, store, "pretrain/checkpoints/", paths.pretrain / "checkpoints"
         )
         got += [pre] if pre is not None else []
+    got += sync_dataset(cfg, store)
+    log.info("learner node: %d artifact(s) fetched from %s", len(got), store.where)
+    return got
+
+
+def sync_dataset(cfg: ExperimentConfig, store: ArtifactStore) -> list[Path]:
+    """The offline dataset's files this node lacks, fetched into :func:`data_dir`."""
+    got = []
     for key in store.keys("data/"):
         dest = data_dir(cfg) / key[len("data/") :]
         if not dest.exists():
             got.append(fetch(store, key, dest, _secret(cfg.deploy)))
-    log.info("learner node: %d artifact(s) fetched from %s", len(got), store.where)
     return got
+
+
+def upload_prepared(cfg: ExperimentConfig, phase: str) -> int:
+    """After the reward fine-tune (``reward``) or pre-training (``pretrain``) ran on this
+    node: its outputs go to the store, where the head and the other nodes find them; returns
+    how many (0 on the head's own disk without a storage URI: they are in place)."""
+    from robofume.artifacts import prepared_keys
+    from robofume.run_dir import RunDir
+
+    root = RunDir.of(cfg).root
+    sent = 0
+    for key in prepared_keys(root, phase):
+        if not upload(cfg, key, root / key):
+            raise ArtifactError(f"{key} could not be uploaded from this node")
+        sent += 1
+    return sent if (away_from_head() or cfg.deploy.storage) else 0
+
+
+def fetch_prepared(cfg: ExperimentConfig, phase: str) -> list[Path]:
+    """On the head, with ``deploy.storage`` set: bring back what a phase run elsewhere
+    uploaded (the head's own checks and commands read its run directory)."""
+    if not cfg.deploy.storage:
+        return []
+    from robofume.artifacts import PREPARED, head_path
+
+    store = open_store(cfg.deploy)
+    return [fetch(store, key, head_path(cfg, key), _secret(cfg.deploy))
+            for key in store.keys(PREPARED[phase]) if not head_path(cfg, key).exists()]  # fmt: skip
 
 
 def sync_reward(deploy: DeployConfig, checkpoint: Path) -> Path:

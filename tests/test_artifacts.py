@@ -97,7 +97,7 @@ def test_the_head_refuses_unsigned_uploads_and_paths_outside_the_artifacts(head,
     with pytest.raises(ArtifactError, match="not signed"):
         client.put_artifact("online/checkpoints/ckpt_9.pt", b"evil", "0" * 64)
     secret = deployment_secret(cfg.deploy)
-    for key in ("reward/model.pt", "auth/secret", "online/../auth/secret"):  # read-only, outside
+    for key in ("data/manifest.json", "auth/secret", "online/../auth/secret"):  # head's, outside
         with pytest.raises(ArtifactError, match="400"):
             client.put_artifact(key, b"x", artifact_mac(secret, key, b"x"))
     for key in ("auth/secret", "online/../../etc/passwd", "status/learner.json"):

@@ -4,8 +4,10 @@ Each node is its own `ray start` with its own HOME and its own run directory
 (``ROBOFUME_RUN_DIR``); the worker nodes hold only a copy of the deployment secret and of the
 Ray token, as the README's "Running on several machines" says. `robofume up` on the head pins
 the learner and the reward replica to the nodes offering ``gpu_node``; a robot-PC actor runs
-outside Ray and knows only the head's registry. Then the learner's node is removed: the
-learner comes back on the other node and resumes from the checkpoint it had uploaded.
+outside Ray and knows only the head's registry. The reward fine-tune and pre-training run on a
+worker node too (``deploy.prepare_resources``) and upload what they make. Then the learner's
+node is removed: the learner comes back on the other node and resumes from the checkpoint it
+had uploaded.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def machines(tmp_path_factory):
         "--deploy.tensorboard_port", str(ports[5]), "--deploy.head_port", str(ports[6]),
         "--deploy.learner_resources", "{gpu_node: 0.5}",
         "--deploy.reward_resources", "{gpu_node: 0.5}",
+        "--deploy.prepare_resources", "{gpu_node: 0.5}",  # fine-tune and pre-train there too
         "--deploy.evaluator_every_s", "0",
         "--learner.checkpoint_every", "20",
         "--actor.total_steps", "1000000",  # the online phase outlives the test: `down` ends it
@@ -146,6 +149,15 @@ def test_every_machine_shows_on_the_head_and_a_lost_node_loses_nothing(machines)
     assert any((node.run_dir / "pretrain" / "checkpoints").glob("ckpt_*.pt")), "start not fetched"
     assert any((r / "reward" / "model.pt").exists() for r in runs), "no node fetched the model"
     assert report["reward"] and all(r["healthy"] for r in report["reward"]), report["reward"]
+    # the reward fine-tune and pre-training ran on a worker node: it fetched the dataset and
+    # uploaded what it made to the head
+    phases = report["phases"]["phases"]
+    for name in ("reward", "pretrain"):
+        assert phases[name]["state"] == "done" and phases[name].get("node"), phases[name]
+        assert any((r / "logs" / f"{name}.log").exists() for r in runs), f"{name} not on a worker"
+    assert any((r / "data" / "manifest.json").exists() for r in runs), "no node fetched the data"
+    assert (head / "reward" / "model.pt").exists(), "the reward model was not uploaded"
+    assert any((head / "pretrain" / "checkpoints").glob("ckpt_*.pt")), "no pre-trained upload"
 
     robot = _robot_pc(machines)
     assert robot.returncode == 0, robot.stderr[-4000:]

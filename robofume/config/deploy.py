@@ -102,6 +102,10 @@ class DeployConfig:
     reward_resources: dict[str, float] = field(default_factory=dict)
     """Custom Ray resources each reward replica needs; the replicas are spread over the nodes
     that have them."""
+    prepare_resources: dict[str, float] = field(default_factory=dict)
+    """Ray resources for the reward fine-tune and pre-training (e.g. ``{"GPU": 1}`` or
+    ``{"gpu_node": 1}``): they run on a node that offers them, fetch the dataset there and
+    upload what they make. Empty: on the head, where `up` runs."""
     token: str = ""
     """Shared token required on cross-machine links (empty: no check, loopback only)."""
     allow_insecure_remote: bool = False
