@@ -164,11 +164,17 @@ def cluster_online(args: argparse.Namespace, run_dir: Path, algo: str, seed: int
 
 
 def run_control(args: argparse.Namespace, algo: str, seed: int, start: Path, updates: int) -> Path:
-    """Offline continuation: the same start, ``updates`` more gradient updates, no online data."""
+    """Offline continuation: the same start, ``updates`` more gradient updates, no online data.
+
+    It resumes the start's own training run (its config, ``learner.seed`` included: a resume
+    with other numbers is refused), so the seed of the online run changes only ``updates``.
+    """
     from learner.checkpoint import latest_checkpoint, read_checkpoint
 
     out = (args.out / "control" / f"{algo}_s{seed}").resolve()
-    begin = int(read_checkpoint(start)["learner"]["num_updates"])
+    saved = read_checkpoint(start)
+    begin = int(saved["learner"]["num_updates"])
+    start_seed = int(saved["config"]["learner"]["seed"])
     target = begin + updates
     done = latest_checkpoint(out / "checkpoints")
     if done is not None and done.stem == f"ckpt_{target}":
@@ -189,7 +195,7 @@ def run_control(args: argparse.Namespace, algo: str, seed: int, start: Path, upd
         "--learner.algorithm",
         algo,
         "--learner.seed",
-        str(seed),
+        str(start_seed),
         "--learner.eval_every",
         "0",
         "--learner.checkpoint_every",
