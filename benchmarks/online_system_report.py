@@ -32,7 +32,7 @@ def plot(records: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     algos = list(dict.fromkeys(r["algorithm"] for r in records))
-    fig, axes = plt.subplots(1, len(algos), figsize=(max(5.6, 4.6 * len(algos)), 4.0), dpi=120,
+    fig, axes = plt.subplots(1, len(algos), figsize=(max(5.6, 4.6 * len(algos)), 5.6), dpi=120,
                              sharey=True, squeeze=False)  # fmt: skip
     for ax, algo in zip(axes[0], algos, strict=True):
         every = [r for r in records if r["algorithm"] == algo]
@@ -58,7 +58,7 @@ def plot(records: list[dict], path: Path) -> Path:
         ax.set_title(f"{ALGORITHM_LABELS.get(algo, algo)}: {runs[0]['task']}")
         ax.set_xlabel("environment steps (online scene)")
         ax.set_ylim(-0.05, 1.05)
-        ax.legend(fontsize=6, loc="lower left")
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
     axes[0][0].set_ylabel("ground-truth success")
     fig.suptitle("online through `robofume up`\n(lines: evaluator, 10 episodes; *: final and "
                  "x: control, 40 episodes; evaluation seeds)", fontsize=8)  # fmt: skip
