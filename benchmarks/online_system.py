@@ -219,6 +219,14 @@ def both_modes(args: argparse.Namespace, ckpt: Path) -> dict:
     }
 
 
+def label_source(overrides: list[str]) -> str:
+    """``ground_truth`` when the actor was told to label with the simulator's success (an
+    ablation, not RoboFuME), else ``model``."""
+    pairs = dict(zip(overrides[::2], overrides[1::2], strict=False))
+    gt = pairs.get("--actor.use_ground_truth_reward", "false").lower() in ("true", "1", "yes")
+    return "ground_truth" if gt else "model"
+
+
 def record(args: argparse.Namespace, algo: str, seed: int, start: Path) -> dict:
     online = run_online(args, algo, seed, start)
     control_ckpt = run_control(args, algo, seed, start, online["online_updates"])
@@ -232,7 +240,7 @@ def record(args: argparse.Namespace, algo: str, seed: int, start: Path) -> dict:
         "obs": "state",
         "phase": "online",
         "algorithm": algo,
-        "reward": "model",
+        "reward": label_source(args.overrides),
         "labels": args.labels or f"reward model {args.reward}",
         "seed": seed,
         "task": args.task,
