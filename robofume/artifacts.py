@@ -98,15 +98,6 @@ def local_keys(cfg: ExperimentConfig, prefix: str) -> list[str]:
     return keys
 
 
-def prepared_keys(root: Path, phase: str) -> list[str]:
-    """The keys of what ``phase`` (:data:`PREPARED`) left under the run directory ``root``."""
-    prefix = PREPARED[phase]
-    base = root / prefix
-    found = sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else []
-    keys = [prefix + p.relative_to(base).as_posix() for p in found]
-    return [k for k in keys if KEY.fullmatch(k) and not k.endswith((MAC_SUFFIX, ".tmp"))]
-
-
 class ArtifactStore(Protocol):
     where: str
 

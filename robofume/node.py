@@ -144,16 +144,15 @@ def upload_prepared(cfg: ExperimentConfig, phase: str) -> int:
     """After the reward fine-tune (``reward``) or pre-training (``pretrain``) ran on this
     node: its outputs go to the store, where the head and the other nodes find them; returns
     how many (0 on the head's own disk without a storage URI: they are in place)."""
-    from robofume.artifacts import prepared_keys
-    from robofume.run_dir import RunDir
+    from robofume.artifacts import PREPARED, head_path, local_keys
 
-    root = RunDir.of(cfg).root
-    sent = 0
-    for key in prepared_keys(root, phase):
-        if not upload(cfg, key, root / key):
+    if not away_from_head() and not cfg.deploy.storage:
+        return 0
+    keys = local_keys(cfg, PREPARED[phase])  # this node's files: cfg is its own
+    for key in keys:
+        if not upload(cfg, key, head_path(cfg, key)):
             raise ArtifactError(f"{key} could not be uploaded from this node")
-        sent += 1
-    return sent if (away_from_head() or cfg.deploy.storage) else 0
+    return len(keys)
 
 
 def fetch_prepared(cfg: ExperimentConfig, phase: str) -> list[Path]:

@@ -1,10 +1,14 @@
-"""A preparation phase placed by ``deploy.prepare_resources`` fails loudly, never silently.
+"""A preparation phase placed by ``deploy.prepare_resources`` fails loudly, never silently,
+and on the head's own node it writes where the head reads.
 
 A real local Ray offering a custom resource; the phase runner's own board. The successful
 path (a worker node without the head's disk, the uploads) is in ``tests/test_multinode.py``.
 """
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 import ray
@@ -27,9 +31,9 @@ def local_ray():
         ray.shutdown()
 
 
-def _config(tmp_path, resources: str):
+def _config(tmp_path, resources: str, data: str = "no_data"):
     cfg = load_config("smoke", overrides=[
-        "--deploy.run_dir", str(tmp_path / "run"), "--data.dir", str(tmp_path / "no_data"),
+        "--deploy.run_dir", str(tmp_path / "run"), "--data.dir", str(tmp_path / data),
         "--deploy.prepare_resources", resources, "--deploy.start_timeout_s", "20",
     ])  # fmt: skip
     save_config(cfg, RunDir.of(cfg).config)
@@ -58,3 +62,19 @@ def test_a_failing_command_fails_the_phase_with_its_own_error(tmp_path, local_ra
     phase = board.phases["pretrain"]
     assert phase["state"] == "failed" and phase.get("node"), phase
     assert not any((RunDir.of(cfg).pretrain / "checkpoints").glob("ckpt_*.pt"))
+
+
+def test_a_phase_placed_on_the_heads_own_node_writes_in_place(tmp_path, local_ray):
+    """No storage URI and the head's disk: nothing to upload, the phase is done."""
+    cfg = _config(tmp_path, "{gpu_node: 1}", data="data")
+    made = subprocess.run([sys.executable, "-m", "deploy.command", "generate", "--preset", "smoke",
+                           "--out", str(tmp_path / "data")], capture_output=True, text=True,
+                          timeout=240, check=False)  # fmt: skip
+    assert made.returncode == 0, made.stderr[-2000:]
+    board = PhaseBoard(cfg)
+    try:
+        run_remote_step(cfg, board, "reward")
+    finally:
+        board.close()
+    assert board.phases["reward"]["state"] == "done", board.phases["reward"]
+    assert (RunDir.of(cfg).reward / "model.pt").exists()
