@@ -34,7 +34,13 @@ SCHEDULE_FIELDS = (
     "device",
     "compile",
 )
-ONLINE_ONLY_FIELDS = ("utd_ratio", "mixing_ratio", "online_calibration", "publish_every")
+ONLINE_ONLY_FIELDS = (
+    "utd_ratio",
+    "mixing_ratio",
+    "bc_on_online",
+    "online_calibration",
+    "publish_every",
+)
 """Learner fields only online fine-tuning reads: offline training's numbers never depend on
 them, so offline continuation of a checkpoint may differ in them (as may ``env.online``)."""
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")

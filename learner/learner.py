@@ -34,6 +34,7 @@ from robofume.networks import (
     sample_tanh_gaussian,
     tanh_gaussian_log_prob,
 )
+from robofume.types import BC_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ class Learner:
                 algo.bc_weight,
                 rl_weight=1.0 if algo.rl else 0.0,
                 normalize_q=algo.rl and lc.normalize_q,
+                bc_rows=batch.get(BC_ROWS),
             )
             alpha_total = losses.alpha_loss(a.log_alpha, pi_log_prob, self.target_entropy)
 

@@ -135,6 +135,7 @@ def actor_loss(
     bc_weight: float = 0.0,
     rl_weight: float = 1.0,
     normalize_q: bool = False,
+    bc_rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Policy loss; returns (total, rl part, bc part), all scalars.
 
@@ -143,13 +144,19 @@ def actor_loss(
     log pi - min_e Q) / c + bc_weight * mean(bc), with c = mean |min_e Q| (detached) when
     ``normalize_q`` (TD3+BC's rule: the RL term stays of order one whatever the Q scale, so
     the BC weight keeps its meaning as Q values grow during training), else c = 1.
+    bc_rows: (B,) 0/1 weights of the rows BC imitates (mean over those rows; none: all rows).
     """
     alpha = alpha.detach() if isinstance(alpha, torch.Tensor) else alpha
     q_min = q_policy.min(dim=0).values  # (B,)
     rl = (alpha * log_prob - q_min).mean()
     if normalize_q:
         rl = rl / q_min.abs().mean().detach().clamp_min(1e-6)
-    bc_mean = bc.mean() if bc is not None else torch.zeros_like(rl)
+    if bc is None:
+        bc_mean = torch.zeros_like(rl)
+    elif bc_rows is None:
+        bc_mean = bc.mean()
+    else:
+        bc_mean = (bc * bc_rows).sum() / bc_rows.sum().clamp_min(1.0)
     return rl_weight * rl + bc_weight * bc_mean, rl, bc_mean
 
 

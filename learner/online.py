@@ -56,6 +56,7 @@ from robofume.config import ConfigError, ExperimentConfig, save_config
 from robofume.node import upload
 from robofume.run_dir import RunDir
 from robofume.tasks import task_table
+from robofume.types import BC_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,12 @@ class OnlineLearner:
             return online
         offline = self.buffer.sample(self.n_offline)
         lc = self.cfg.learner
-        return mix_batches(offline, online, lc.mixing_ratio, lc.batch_size)
+        batch = mix_batches(offline, online, lc.mixing_ratio, lc.batch_size)
+        if not lc.bc_on_online:  # imitate the demonstrations and prior data, not the robot
+            rows = torch.zeros(lc.batch_size, device=batch["action"].device)
+            rows[: self.n_offline] = 1.0
+            batch[BC_ROWS] = rows
+        return batch
 
     def run(
         self,

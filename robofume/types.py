@@ -23,6 +23,10 @@ BATCH_KEYS = (
 """Keys of a learner batch (one transition per row), whether it comes from the offline data
 or from the replay server: images uint8 (B,H,W,3), ``task`` int64 task ids, the rest float32."""
 
+BC_ROWS = "bc_rows"
+"""Optional batch key: (B,) float 0/1, the rows the BC term imitates (absent: every row). The
+online learner sets it to the offline rows when ``learner.bc_on_online`` is off."""
+
 
 def split_sizes(batch_size: int, ratio: float) -> tuple[int, int]:
     """(n_first, n_second) rows of a batch with a fraction ``ratio`` from the first source.

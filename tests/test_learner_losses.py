@@ -121,6 +121,21 @@ def test_actor_loss_rl_and_bc_parts():
     assert total.item() == pytest.approx(3.0)
 
 
+def test_actor_loss_bc_imitates_only_the_given_rows():
+    q_pi = t([[1.0, 2.0, 0.0], [0.5, 3.0, 0.0]])
+    log_prob = t([-1.0, 1.0, 0.0])
+    mean = t([0.0, 0.0, 0.0]).requires_grad_()
+    bc = (mean - t([1.0, 3.0, 100.0])).square()  # the third row: the robot's own action
+    rows = t([1.0, 1.0, 0.0])
+    total, _, bc_mean = losses.actor_loss(q_pi, log_prob, 0.1, bc, bc_weight=1.0, bc_rows=rows)
+    assert bc_mean.item() == pytest.approx((1.0 + 9.0) / 2)
+    total.backward()
+    assert mean.grad[2].item() == 0.0  # never pulled towards the unweighted row
+    assert mean.grad[1].item() == pytest.approx(-3.0)  # d/dmu (mu - 3)^2 / 2 at 0
+    _, _, none = losses.actor_loss(q_pi, log_prob, 0.1, bc.detach(), 1.0, bc_rows=rows * 0)
+    assert none.item() == 0.0  # no rows to imitate: no BC, not NaN
+
+
 def test_actor_loss_normalised_by_mean_abs_q():
     q_pi = t([[1.0, -2.0], [0.5, 3.0]]).requires_grad_()  # min -> [0.5, -2.0], mean |.| 1.25
     log_prob = t([-1.0, 1.0])

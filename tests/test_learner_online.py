@@ -14,6 +14,7 @@ from learner.online import NO_CALIBRATION, OnlineLearner, run_online_learner
 from replay.server import start_replay_server
 from robofume.replay_client.weights import WeightsClient
 from robofume.replay_client.writer import EpisodeWriter
+from robofume.types import BC_ROWS
 
 SETTINGS = {
     # 8 offline + 8 online rows; utd 0.5 -> 4 online samples per env step
@@ -126,8 +127,25 @@ def test_mixed_batch_and_online_calibration_switch(setup):
         assert set(episode_ids[8:].tolist()) <= {1, 2}  # then online rows
         assert torch.all(batch["mc_return"][8:] == NO_CALIBRATION)
         assert torch.all(batch["mc_return"][:8] >= 0)
+        assert BC_ROWS not in batch  # bc_on_online: every row imitated
         metrics = learner.learner.update(batch)
         assert np.isfinite(float(metrics["critic_loss"]))
+    finally:
+        learner.close()
+
+
+def test_bc_on_offline_rows_only(setup):
+    cfg, server = setup
+    import dataclasses
+
+    off = cfg.replace(learner=dataclasses.replace(cfg.learner, bc_on_online=False))
+    learner = OnlineLearner(off, replay_address=server.address)
+    try:
+        batch = learner.next_batch(timeout=10)
+        assert batch is not None
+        assert batch[BC_ROWS].tolist() == [1.0] * 8 + [0.0] * 8  # the offline rows only
+        metrics = learner.learner.update(batch)
+        assert np.isfinite(float(metrics["bc_loss"]))
     finally:
         learner.close()
 

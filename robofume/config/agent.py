@@ -109,6 +109,10 @@ class TrainingScheduleConfig:
     """Offline batches: fraction drawn from target-task demos (0 = uniform over all data)."""
     mixing_ratio: float = 0.5
     """Online: fraction of each batch drawn from the offline data."""
+    bc_on_online: bool = True
+    """Online: the BC term imitates every row of a batch, the robot's own transitions included
+    (True), or the offline rows only (False: the demonstrations and prior data; the robot's own
+    exploratory actions are then never imitated, and RL alone learns from them)."""
     online_calibration: bool = True
     """Online: calibrate with the online episodes' Monte-Carlo returns too."""
     utd_ratio: float = 1.0
