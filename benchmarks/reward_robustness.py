@@ -222,11 +222,16 @@ def main() -> int:
     parser.add_argument("--train-per-task", type=int, default=10, help="demos per target task")
     parser.add_argument("--test-per-task", type=int, default=5, help="demos per target task")
     parser.add_argument("--no-lovo", action="store_true", help="skip leave-one-variation-out")
+    parser.add_argument(
+        "--lovo-kinds", nargs="+", choices=list(TRAIN_LEVEL), default=list(TRAIN_LEVEL),
+        help="the kinds left out one at a time (default: every kind)",
+    )  # fmt: skip
     parser.add_argument("--fresh", action="store_true", help="retrain the models")
     parser.add_argument(
         "--split", choices=("test", "validation"), default="test",
         help="validation: score the recipe variants on their own fresh seeds (none, all x1, "
-        "all x2), never on the test sets, to choose the default",
+        "all x2, and each left-out kind at x1 and x2), never on the test sets, to choose the "
+        "default",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--tag", default="", help="suffix of the models, results and plot")
@@ -260,10 +265,8 @@ def main() -> int:
     started = time.strftime("%Y-%m-%d %H:%M")
     load = os.getloadavg()[0]
     train_sets = {"all": ensure_data("train_all", TRAIN_LEVEL, 100, args.train_per_task, 30)}
-    if args.split == "validation":
-        args.no_lovo = True
     if not args.no_lovo:
-        for kind in TRAIN_LEVEL:
+        for kind in args.lovo_kinds:
             scene = {k: v for k, v in TRAIN_LEVEL.items() if k != kind}
             train_sets[f"without_{kind}"] = ensure_data(
                 f"train_without_{kind}", scene, 101 + list(TRAIN_LEVEL).index(kind),
@@ -290,9 +293,14 @@ def main() -> int:
         data = ensure_data(f"test_all_x{m}", level(TRAIN_LEVEL, m), seed, args.test_per_task, 15)
         tests.append(("all", "all", m, data))
     if not args.no_lovo:
-        for kind in TRAIN_LEVEL:
+        for kind in args.lovo_kinds:
             for m in LOVO_MULTIPLIERS:
-                data = OUT / "data" / f"test_{kind}_x{m}"
+                if args.split == "test":
+                    data = OUT / "data" / f"test_{kind}_x{m}"
+                else:  # the left-out kind on validation seeds of its own
+                    seed = 310 + 2 * list(TRAIN_LEVEL).index(kind) + m
+                    scene = level({kind: TRAIN_LEVEL[kind]}, m)
+                    data = ensure_data(f"val_{kind}_x{m}", scene, seed, args.test_per_task, 15)
                 tests.append((f"without_{kind}", kind, m, data))
 
     rows: list[dict[str, Any]] = []

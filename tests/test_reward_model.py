@@ -309,3 +309,20 @@ def test_loading_the_pretrained_backbone_keeps_stdout_clean(capfd):
     out, err = capfd.readouterr()
     assert out == ""
     assert "Loaded pretrained weights" in err
+
+
+def test_tilt_augmentation_is_a_homography_that_narrows_one_side():
+    import torch
+    import torch.nn.functional as F
+
+    from reward_server.images import tilted_grid
+
+    theta = torch.tensor([[[0.9, 0.1, 0.05], [-0.1, 0.9, -0.02]]])
+    flat = tilted_grid(theta, torch.zeros(1, 2), [1, 3, 8, 8])
+    assert torch.allclose(flat, F.affine_grid(theta, [1, 3, 8, 8], align_corners=False))
+    eye = torch.eye(2, 3)[None]
+    grid = tilted_grid(eye, torch.tensor([[0.0, 0.1]]), [1, 3, 8, 8])
+    top, bottom = grid[0, 0, :, 0], grid[0, -1, :, 0]  # x read along the first and last rows
+    span_top, span_bottom = float(top[-1] - top[0]), float(bottom[-1] - bottom[0])
+    assert span_top > span_bottom  # rows far from the camera read a wider strip of the scene
+    assert torch.allclose(grid[0, :, :, 1].diff(dim=0).sign(), torch.ones(7, 8))  # order kept
