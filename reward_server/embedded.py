@@ -145,7 +145,7 @@ class EmbeddedRewardModel(FusionRewardModel):
                 for i in range(0, len(data), 128):
                     x = to_float(data.images[i : i + 128], self.size, self.device)
                     if view:
-                        x = augment(x, self._rng, self.cfg.augment_strength)
+                        x = augment(x, self._rng, self.cfg.augment_strength, self.cfg.augment_tilt)
                     tap, out = self.encoder.prefix(x)
                     if tap is not None:
                         tap_chunks.append(tap.half())

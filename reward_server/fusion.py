@@ -152,7 +152,7 @@ class FusionRewardModel(RewardModel):
         self.encoder.train()
         x = to_float(data.images[idx], self.size, self.device)
         if augment_:
-            x = augment(x, self._rng, self.cfg.augment_strength)
+            x = augment(x, self._rng, self.cfg.augment_strength, self.cfg.augment_tilt)
         return self.features(x)
 
     def train_logits(self, idx: np.ndarray, data: ClassifierData, augment_: bool) -> torch.Tensor:

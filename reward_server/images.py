@@ -17,13 +17,16 @@ def to_float(images: np.ndarray, size: int, device: str) -> torch.Tensor:
 
 
 def augment(
-    x: torch.Tensor, generator: torch.Generator | None = None, strength: float = 1.0
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    strength: float = 1.0,
+    tilt: float = 0.0,
 ) -> torch.Tensor:
     """Training views of float frames (N,3,H,W) in [0, 1], each drawn on its own.
 
     At ``strength`` 1 the camera moves (shift +-8% of the side, zoom +-8%, roll +-5 degrees,
-    and a tilt: the homography of a camera turned a few degrees towards a flat table, which
-    shrinks one side of the image by up to 6% against the other; border-padded) and the light
+    border-padded; with ``tilt`` > 0 also the homography of a camera turned towards a flat
+    table, one side of the image shrunk by up to ``tilt`` against the other) and the light
     changes (brightness +-0.15, contrast +-25%, a colour cast of
     +-12% per channel); larger ``strength`` scales every range, 0 returns ``x`` unchanged.
 
@@ -46,7 +49,10 @@ def augment(
     theta[:, 0, 1] = -torch.sin(angle) / zoom
     theta[:, 1, 0] = torch.sin(angle) / zoom
     theta[:, :, 2] = shift
-    grid = tilted_grid(theta, uniform(n, 2) * 0.06 * s, list(x.shape))
+    if tilt > 0:
+        grid = tilted_grid(theta, uniform(n, 2) * tilt * s, list(x.shape))
+    else:  # the same draws as without the option
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
     brightness = uniform(n, 1, 1, 1) * 0.15 * s
     contrast = 1.0 + uniform(n, 1, 1, 1) * 0.25 * s

@@ -175,7 +175,7 @@ class VLMRewardModel(RewardModel):
         images = data.images[idx]
         if augment_:
             x = to_float(images, images.shape[1], "cpu")
-            x = augment(x, self._rng, self.cfg.augment_strength)
+            x = augment(x, self._rng, self.cfg.augment_strength, self.cfg.augment_tilt)
             images = (x.permute(0, 2, 3, 1) * 255.0).round().to(torch.uint8).numpy()
         return self._forward(images, [data.questions[i] for i in idx])
 
