@@ -74,15 +74,15 @@ def unmoved_frames(cfg, seeds=range(900, 906)) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(still), np.stack(done)
 
 
-def strongest_views(frames: np.ndarray, strength: float, views: int = 8) -> np.ndarray:
-    """``frames`` and ``views`` augmented copies of each, at ``strength`` (uint8)."""
+def strongest_views(frames: np.ndarray, strength: float, tilt: float, views: int = 8) -> np.ndarray:
+    """``frames`` and ``views`` augmented copies of each, at ``strength`` and ``tilt`` (uint8)."""
     from reward_server.images import augment, to_float
 
     gen = torch.Generator().manual_seed(0)
     x = to_float(frames, frames.shape[1], "cpu")
     out = [frames]
     for _ in range(views):
-        y = augment(x, gen, strength)
+        y = augment(x, gen, strength, tilt)
         out.append((y.permute(0, 2, 3, 1) * 255.0).round().to(torch.uint8).numpy())
     return np.concatenate(out)
 
@@ -93,7 +93,7 @@ def test_no_yes_where_the_object_has_not_moved_even_under_the_strongest_augmenta
     assert r.augment and r.near_success_frames > 0 and r.hard_negatives  # the product's recipe
     still, done = unmoved_frames(cfg)
     assert len(still) >= 30 and len(done) >= 4  # the arm travelled; the expert succeeded
-    frames = strongest_views(still, cfg.reward.augment_strength)
+    frames = strongest_views(still, r.augment_strength, r.augment_tilt)
     question = model.question_for("vase_forward")
     probs = model.score(frames, [question] * len(frames))
     worst = int(np.argmax(probs))
