@@ -199,7 +199,9 @@ def run_control(args: argparse.Namespace, algo: str, seed: int, start: Path, upd
         "--learner.eval_every",
         "0",
         "--learner.checkpoint_every",
-        str(updates),
+        "1000",  # the control's own curve (benchmarks/online_validation_curves.py)
+        "--learner.checkpoint_keep",
+        "0",
         *args.overrides,
         timeout=6 * 3600,
     )
