@@ -219,13 +219,14 @@ class OnlineLearner:
             return None
         if not self.cfg.learner.online_calibration:
             online["mc_return"] = torch.full_like(online["mc_return"], NO_CALIBRATION)
-        if self.buffer is None:
-            return online
-        offline = self.buffer.sample(self.n_offline)
         lc = self.cfg.learner
-        batch = mix_batches(offline, online, lc.mixing_ratio, lc.batch_size)
+        if self.buffer is None:
+            batch = online
+        else:
+            offline = self.buffer.sample(self.n_offline)
+            batch = mix_batches(offline, online, lc.mixing_ratio, lc.batch_size)
         if not lc.bc_on_online:  # imitate the demonstrations and prior data, not the robot
-            rows = torch.zeros(lc.batch_size, device=batch["action"].device)
+            rows = torch.zeros(len(batch["action"]), device=batch["action"].device)
             rows[: self.n_offline] = 1.0
             batch[BC_ROWS] = rows
         return batch

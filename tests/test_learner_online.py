@@ -148,6 +148,14 @@ def test_bc_on_offline_rows_only(setup):
         assert np.isfinite(float(metrics["bc_loss"]))
     finally:
         learner.close()
+    only = off.replace(learner=dataclasses.replace(off.learner, mixing_ratio=0.0))
+    learner = OnlineLearner(only, replay_address=server.address)
+    try:  # online rows only: nothing to imitate, BC is off rather than on the robot's actions
+        batch = learner.next_batch(timeout=10)
+        assert batch is not None and batch[BC_ROWS].tolist() == [0.0] * 16
+        assert float(learner.learner.update(batch)["bc_loss"]) == 0.0
+    finally:
+        learner.close()
 
 
 def test_tensorboard_tags(setup):
