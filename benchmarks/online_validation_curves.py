@@ -21,19 +21,10 @@ import json
 import logging
 from pathlib import Path
 
-from benchmarks.online_start import evaluate
+from benchmarks.online_start import offline_curve
 from robofume.logs import setup_logging
 
 log = logging.getLogger("benchmarks.online_validation_curves")
-
-
-def run_curve(ckpt_dir: Path, task: str, episodes: int, preset: str, out: Path) -> list[dict]:
-    from learner.checkpoint import list_checkpoints
-
-    found = [path for _, path in list_checkpoints(ckpt_dir)]
-    if not found:
-        raise FileNotFoundError(f"no ckpt_*.pt under {ckpt_dir}")
-    return [evaluate(c, task, episodes, "validation", preset, out) for c in found]
 
 
 def plot(curves: dict[str, list[dict]], episodes: int, path: Path) -> None:
@@ -74,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         name, _, ckpt_dir = spec.partition("=")
         if not ckpt_dir:
             p.error(f"--run {spec!r}: expected NAME=CHECKPOINT_DIR")
-        curves[name] = run_curve(Path(ckpt_dir), args.task, args.episodes, args.preset, args.out)
+        curves[name] = offline_curve(
+            Path(ckpt_dir), args.task, args.episodes, args.preset, args.out
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "curves.json").write_text(json.dumps(curves, indent=1))
     plot(curves, args.episodes, args.plot)
