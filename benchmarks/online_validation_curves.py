@@ -10,8 +10,9 @@ by update without touching the evaluation seeds:
         --run "offline continuation=benchmarks/out/offline_continuation/checkpoints" \
         --run "online s0=benchmarks/out/online_system_r2/runs/robofume_s0/online/checkpoints"
 
-Writes ``benchmarks/out/online_validation_curves/curves.json`` and the plot
-``benchmarks/online_validation_curves.png``.
+The curves are kept in ``benchmarks/results/online_validation_curves.json`` (a run evaluated
+again replaces its curve of the same name; the others stay, so the plot keeps every run even
+after the checkpoints are gone) and drawn in ``benchmarks/online_validation_curves.png``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from benchmarks.online_start import offline_curve
 from robofume.logs import setup_logging
 
 log = logging.getLogger("benchmarks.online_validation_curves")
+
+RESULTS = Path("benchmarks/results/online_validation_curves.json")
 
 
 def plot(curves: dict[str, list[dict]], episodes: int, path: Path) -> None:
@@ -52,15 +55,16 @@ def plot(curves: dict[str, list[dict]], episodes: int, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--run", action="append", required=True, metavar="NAME=CHECKPOINT_DIR")
+    p.add_argument("--run", action="append", default=[], metavar="NAME=CHECKPOINT_DIR")
     p.add_argument("--preset", default="sim-shift", help="its env.online is the online scene")
     p.add_argument("--task", default="vase_forward")
     p.add_argument("--episodes", type=int, default=20, help="validation episodes per point")
     p.add_argument("--out", type=Path, default=Path("benchmarks/out/online_validation_curves"))
     p.add_argument("--plot", type=Path, default=Path("benchmarks/online_validation_curves.png"))
+    p.add_argument("--results", type=Path, default=RESULTS, help="the curves kept so far")
     args = p.parse_args(argv)
     setup_logging()
-    curves = {}
+    curves = json.loads(args.results.read_text()) if args.results.exists() else {}
     for spec in args.run:
         name, _, ckpt_dir = spec.partition("=")
         if not ckpt_dir:
@@ -68,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         curves[name] = offline_curve(
             Path(ckpt_dir), args.task, args.episodes, args.preset, args.out
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "curves.json").write_text(json.dumps(curves, indent=1))
+    if not curves:
+        p.error(f"no --run given and no curves in {args.results}")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(curves, indent=1) + "\n")
     plot(curves, args.episodes, args.plot)
     for name, curve in curves.items():
         points = ", ".join(f"{r['update'] // 1000}k {r['success_rate']:.2f}" for r in curve)
