@@ -307,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
         "'labels': reward model version, success rule)",
     )
     p.add_argument("--no-records", action="store_true", help="do not touch learning.json")
+    p.add_argument(
+        "--online-only",
+        action="store_true",
+        help="the online run only (no control, no evaluation, no record): for a variant judged "
+        "by its checkpoints on validation seeds (benchmarks/online_validation_curves.py)",
+    )
     p.add_argument("--rerun", action="store_true", help="run finished online runs again")
     p.add_argument("overrides", nargs="*", help="extra --section.field value overrides")
     args = p.parse_args(argv)
@@ -315,6 +321,14 @@ def main(argv: list[str] | None = None) -> int:
 
     for seed in args.seeds:
         log.info("%s seed %d from %s (load %.1f)", args.algorithm, seed, args.start, load_average())
+        if args.online_only:
+            online = run_online(args, args.algorithm, seed, args.start)
+            (args.out / "records").mkdir(parents=True, exist_ok=True)
+            (args.out / "records" / f"{args.algorithm}_s{seed}_online.json").write_text(
+                json.dumps(online, indent=1)
+            )
+            log.info("%s seed %d online only: %s", args.algorithm, seed, online["checkpoint"])
+            continue
         rec = record(args, args.algorithm, seed, args.start)
         (args.out / "records").mkdir(parents=True, exist_ok=True)
         (args.out / "records" / f"{args.algorithm}_s{seed}.json").write_text(
