@@ -12,7 +12,9 @@ tipped object, the wrong bin), which demos never show. ``--success-frames 2 3 4`
 model under several consecutive-frame rules; ``--split validation`` and ``--split test`` roll
 out on disjoint seeds, so a rule chosen on one is checked on the other. ``--cache`` keeps the
 rollouts (an ``.npz``) for the next model. Writes
-``benchmarks/results/reward_online_frames[_SPLIT].json``.
+``benchmarks/results/reward_online_frames[_SPLIT].json``. Config overrides follow ``--``
+(``-- --env.image_size 64`` renders the rollouts at 64 px; the policies act on state, so the
+same seeds give the same episodes at every image size).
 """
 
 from __future__ import annotations
@@ -155,6 +157,10 @@ def main() -> int:
         help="consecutive-frame rules to judge (default: the preset's)",
     )
     parser.add_argument("--cache", type=Path, default=None, help="rollouts .npz, kept")
+    parser.add_argument("--tag", default="", help="suffix of the results file")
+    parser.add_argument(
+        "overrides", nargs="*", help="--section.field value overrides of the preset (after --)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -164,7 +170,7 @@ def main() -> int:
     from robofume.logs import progress
 
     torch.set_num_threads(1)
-    cfg = load_config(args.preset)
+    cfg = load_config(args.preset, overrides=args.overrides)
     if args.cache is not None and args.cache.exists():
         episodes = load_episodes(args.cache)
         log.info("%d episodes from %s", len(episodes), args.cache)
@@ -182,11 +188,13 @@ def main() -> int:
             row = {"reward_model": path, **judge(episodes, probs, model.threshold, frames)}
             rows.append(row)
             log.info("%s", json.dumps(row))
-    suffix = "" if args.split == "validation" else f"_{args.split}"
+    suffix = ("" if args.split == "validation" else f"_{args.split}") + (
+        f"_{args.tag}" if args.tag else ""
+    )
     out = RESULTS.with_name(f"{RESULTS.stem}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"preset": args.preset, "policies": args.policies, "split": args.split,
-              "pairs": args.pairs, "rows": rows}  # fmt: skip
+    record = {"preset": args.preset, "overrides": args.overrides, "policies": args.policies,
+              "split": args.split, "pairs": args.pairs, "rows": rows}  # fmt: skip
     out.write_text(json.dumps(record, indent=1))
     print(
         "| reward model | success frames | frame FPR | frame FNR | false-success episodes "
