@@ -159,6 +159,12 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=None, help="rollouts .npz, kept")
     parser.add_argument("--tag", default="", help="suffix of the results file")
     parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="also judge the reward models as one ensemble: the mean P(yes) against the mean "
+        "of their thresholds",
+    )
+    parser.add_argument(
         "overrides", nargs="*", help="--section.field value overrides of the preset (after --)"
     )
     args = parser.parse_args()
@@ -180,14 +186,22 @@ def main() -> int:
             episodes += rollouts(cfg, ckpt, args.pairs, SEEDS[args.split] + 1000 * i)
         if args.cache is not None:
             save_episodes(args.cache, episodes)
-    rows = []
+    rows, members = [], []
+    rules = args.success_frames or [cfg.actor.success_frames]
     for path in args.reward_models:
         model = load_reward_model(path, "cpu")
         probs = scores(model, episodes)
-        for frames in args.success_frames or [cfg.actor.success_frames]:
+        members.append((probs, model.threshold))
+        for frames in rules:
             row = {"reward_model": path, **judge(episodes, probs, model.threshold, frames)}
             rows.append(row)
             log.info("%s", json.dumps(row))
+    if args.ensemble:
+        mean = [np.mean(ps, axis=0) for ps in zip(*(m[0] for m in members), strict=True)]
+        threshold = float(np.mean([m[1] for m in members]))
+        name = "ensemble of " + ", ".join(args.reward_models)
+        for frames in rules:
+            rows.append({"reward_model": name, **judge(episodes, mean, threshold, frames)})
     suffix = ("" if args.split == "validation" else f"_{args.split}") + (
         f"_{args.tag}" if args.tag else ""
     )
