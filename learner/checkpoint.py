@@ -43,6 +43,9 @@ ONLINE_ONLY_FIELDS = (
 )
 """Learner fields only online fine-tuning reads: offline training's numbers never depend on
 them, so offline continuation of a checkpoint may differ in them (as may ``env.online``)."""
+REWARD_DATA_FIELDS = ("failure_episodes", "failure_noise")
+"""Data fields of the failure rollouts, which train the reward model only (the learner never
+reads ``failures.hdf5``): a policy's training numbers never depend on them."""
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 
 
@@ -52,7 +55,9 @@ def resume_hash(cfg: ExperimentConfig) -> str:
     schedule = {f: getattr(defaults, f) for f in (*SCHEDULE_FIELDS, *ONLINE_ONLY_FIELDS)}
     cfg = cfg.replace(
         learner=dataclasses.replace(cfg.learner, **schedule),
-        data=dataclasses.replace(cfg.data, dir=""),
+        data=dataclasses.replace(
+            cfg.data, dir="", **{f: getattr(type(cfg.data)(), f) for f in REWARD_DATA_FIELDS}
+        ),
         env=dataclasses.replace(cfg.env, online=type(cfg.env.online)()),
     )
     return config_hash(cfg, exclude=("deploy", "reward", "replay", "actor", "name"))

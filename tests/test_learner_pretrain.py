@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 
 import pytest
 import torch
@@ -88,6 +89,16 @@ def test_resume_refuses_a_different_config(dataset, full_run, caplog):
     rc = pretrain(dataset, full_run, 18, "--learner.cql_alpha", "1.0")
     assert rc == 2
     assert "learner.cql_alpha: 5.0 -> 1.0" in caplog.text
+
+
+def test_resume_ignores_the_failure_rollouts_which_only_the_reward_model_reads(
+    dataset, full_run, tmp_path
+):
+    run = tmp_path / "more_failures"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy2(full_run / "checkpoints" / "ckpt_12.pt", run / "checkpoints" / "ckpt_12.pt")
+    assert pretrain(dataset, run, 18, "--data.failure_episodes", "120") == 0
+    assert (run / "checkpoints" / "ckpt_18.pt").exists()
 
 
 @pytest.mark.parametrize(
