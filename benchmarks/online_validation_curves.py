@@ -36,17 +36,19 @@ def plot(curves: dict[str, list[dict]], episodes: int, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig, ax = plt.subplots(figsize=(9.5, 4.2), dpi=120)
     for i, (name, curve) in enumerate(curves.items()):
         pts = sorted((r["update"], r["success_rate"]) for r in curve)
-        style = "s--" if name.startswith("offline") else "o-"
-        ax.plot(*zip(*pts, strict=True), style, color=f"C{i}", label=name, ms=4)
+        if name.startswith("offline"):  # the control, drawn to stand out
+            ax.plot(*zip(*pts, strict=True), "s--", color="black", lw=2.5, label=name, ms=5)
+        else:
+            ax.plot(*zip(*pts, strict=True), "o-", color=f"C{i % 10}", label=name, ms=3.5)
     ax.set_xlabel("gradient updates in total (offline pre-training, then online or offline)")
     task = next(iter(curves.values()))[0]["task"]
     ax.set_ylabel(f"{task} success ({episodes} validation episodes)")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title("online and offline continuation from the same start, online scene", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
