@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", type=Path, required=True, help="start checkpoint (start rule)")
     p.add_argument("--bc", type=Path, default=None, help="BC at its best (validation)")
     p.add_argument("--reward", type=Path, required=True, help="fine-tuned reward model dir")
-    p.add_argument("--data", default="data/sim-state", help="the offline dataset")
+    p.add_argument("--data", default=None, help="the offline dataset (default: data.dir)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--env-steps", type=int, default=20_000)
     p.add_argument("--episodes", type=int, default=40, help="evaluation episodes per point")
@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     setup_logging()
     from benchmarks.learning_records import save_records
+    from robofume.config import load_config
+
+    args.data = args.data or load_config(args.preset).data.dir
 
     for seed in args.seeds:
         log.info("%s seed %d from %s (load %.1f)", args.algorithm, seed, args.start, load_average())
