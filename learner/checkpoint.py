@@ -43,7 +43,7 @@ ONLINE_ONLY_FIELDS = (
 )
 """Learner fields only online fine-tuning reads: offline training's numbers never depend on
 them, so offline continuation of a checkpoint may differ in them (as may ``env.online``)."""
-REWARD_DATA_FIELDS = ("failure_episodes", "failure_noise")
+REWARD_DATA_FIELDS = ("failure_episodes", "failure_noise", "failure_modes")
 """Data fields of the failure rollouts, which train the reward model only (the learner never
 reads ``failures.hdf5``): a policy's training numbers never depend on them."""
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")

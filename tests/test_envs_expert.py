@@ -92,3 +92,29 @@ def test_expert_recovers_from_a_dropped_object(env):
         obs, *_ = env.step(np.array([0, 0, 0, -1.0], np.float32))  # let go
     _, steps = run_until_success(env, expert, obs, max_steps=80)
     assert steps is not None, f"no recovery ({expert.phase})"
+
+
+@pytest.mark.parametrize("task", ["vase_forward", "dumbbell_reset"])
+def test_held_failure_carries_the_object_to_its_place_and_never_lets_go(env, task):
+    """The ``held`` failure mode: the object hangs in the closed gripper over its place."""
+    from robofume.data import rollouts
+    from robofume.envs.layout import PLACES
+
+    t = get_task(task)
+    rollout, info = rollouts.failure(env, t, 3, "held", 0.1, 1.0, 150, ScriptedExpert)
+    u = env.unwrapped
+    x, y, _z = u.object_position(t.obj)
+    assert info == {"failure_mode": "held", "held_over": t.destination}
+    assert rollouts.is_failure(rollout)  # never a success frame: it is never let go
+    assert PLACES[t.destination].contains(x, y)  # ... though it is over its place
+    assert u.touching_fingers(t.obj) == 2
+    assert all(a[-1] > 0 for a in rollout.actions[-rollouts.HELD_STEPS :])
+
+
+def test_unknown_failure_mode_is_named(tmp_path):
+    from robofume.config import load_config
+    from robofume.data.generate import plan_jobs
+
+    cfg = load_config("smoke", overrides=["--data.failure_modes", "[held, hover]"])
+    with pytest.raises(ValueError, match=r"unknown \['hover'\]; known: \['aborted'"):
+        plan_jobs(cfg)

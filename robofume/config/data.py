@@ -29,6 +29,9 @@ class DataConfig:
     """Target objects of the bin-sorting tasks (forward and reset task each)."""
     seed: int = 0
     """Seed of data generation."""
+    failure_modes: tuple[str, ...] = ("aborted", "noisy", "dropped", "wrong_bin")
+    """Kinds of failure rollout, drawn in turn (``robofume.data.rollouts.FAILURE_MODES``);
+    ``held`` (carried to the place, never let go) is opt-in."""
     failure_noise: float = 1.0
     """Std of the expert's action noise in the 'noisy' failure rollouts."""
     max_attempts: int = 20

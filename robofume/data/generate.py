@@ -8,7 +8,8 @@ target tasks), ``DIR/failures.hdf5`` (failure rollouts) and, last, ``DIR/manifes
   that do not get there within ``env.max_episode_steps`` are retried with a new seed (counted).
 * Reset demos are reset-free: the reset expert starts from the scene where a forward demo
   ended, without ``env.reset``. Both demos of a pair are kept.
-* Failures cycle through :data:`~robofume.data.rollouts.FAILURE_MODES` over the target forward
+* Failures cycle through ``data.failure_modes`` (of
+  :data:`~robofume.data.rollouts.FAILURE_MODES`) over the target forward
   and reset tasks; only rollouts that never show success are kept.
 
 The work is cut into jobs (one kept prior demo, one forward/reset pair, one failure) whose
@@ -101,7 +102,13 @@ def plan_jobs(cfg: ExperimentConfig) -> list[Job]:
                     i < d.target_reset_episodes,
                 )
             )
-    modes = rollouts.FAILURE_MODES
+    modes = d.failure_modes
+    unknown = sorted(set(modes) - set(rollouts.FAILURE_MODES))
+    if unknown or not modes:
+        raise ValueError(
+            f"data.failure_modes={list(modes)}: unknown {unknown or 'none given'}; "
+            f"known: {list(rollouts.FAILURE_MODES)}"
+        )
     for i in range(d.failure_episodes):  # every mode appears, tasks stay balanced
         jobs.append(Job("failure", targets[i % len(targets)], i, mode=modes[i % len(modes)]))
     return jobs
@@ -194,7 +201,7 @@ def run_job(job: Job) -> dict[str, Any]:
                 return _result(job, attempt, stats, out)
         else:
             # after every 5 rejected tries of its mode, a failure job moves on to the next mode
-            modes = rollouts.FAILURE_MODES
+            modes = d.failure_modes
             mode = modes[(modes.index(job.mode) + attempt // 5) % len(modes)]
             roll, info = rollouts.failure(
                 env, task, seed, mode, d.expert_noise, d.failure_noise, steps, ScriptedExpert

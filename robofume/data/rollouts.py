@@ -15,12 +15,19 @@ import numpy as np
 
 from robofume.types import Episode
 
-FAILURE_MODES = ("aborted", "noisy", "dropped", "wrong_bin")
+FAILURE_MODES = ("aborted", "noisy", "dropped", "wrong_bin", "held")
 """How failure rollouts go wrong: ``aborted``: the expert stopped between a quarter and three
 quarters of the way to success; ``noisy``: an expert with large action noise
 (``data.failure_noise``); ``dropped``: the gripper is forced open for good a few steps after
 the expert closed it (the object falls and cannot be picked up again); ``wrong_bin``: the
-expert puts the object in the bin that is neither the task's source nor its destination."""
+expert puts the object in the bin that is neither the task's source nor its destination;
+``held``: the expert carries the object to its place and lowers it, but never lets go (the
+object hangs in the closed gripper just above its place, then at the approach height).
+``data.failure_modes`` chooses which of them a dataset draws."""
+RELEASE_PHASES = ("lower", "release", "retreat", "done")
+"""Phases of the scripted expert from which on a ``held`` rollout keeps the gripper closed."""
+HELD_STEPS = 6
+"""Steps a ``held`` rollout hovers over the place, the object still held, before it stops."""
 GRIPPER_OPEN = -1.0
 """Gripper action that opens the simulator's gripper (> 0 closes it)."""
 
@@ -178,11 +185,12 @@ def failure(
 ) -> tuple[Rollout, dict[str, Any]]:
     """One perturbed or aborted rollout of ``task``; returns it with a description.
 
-    Failure rollouts last at most ``max_steps // 2`` steps and stop at the first success of
-    ``task`` (``hold_steps=0``; such a rollout is then rejected by :func:`is_failure`).
+    Failure rollouts last at most ``max_steps // 2`` steps (``held``: ``max_steps``, as it
+    must reach the place) and stop at the first success of ``task`` (``hold_steps=0``; such a
+    rollout is then rejected by :func:`is_failure`).
     """
     rng = np.random.default_rng(seed)
-    max_steps = max(2, max_steps // 2)
+    max_steps = max_steps if mode == "held" else max(2, max_steps // 2)
     obs, _info = env.reset(seed=seed, options={"task": task.name})
     info: dict[str, Any] = {"failure_mode": mode}
     if mode == "noisy":
@@ -230,7 +238,33 @@ def failure(
             env.set_task(task.name)
         info["put_in"] = wrong.destination
         return rollout, info
+    if mode == "held":
+        never_lets_go = NeverLetsGo(expert)
+        hovering = [0]  # steps the expert has waited over the place with the object held
+
+        def hovered() -> bool:
+            hovering[0] = hovering[0] + 1 if expert.phase == "done" else 0
+            return hovering[0] >= HELD_STEPS
+
+        rollout, _ = run_expert(env, obs, never_lets_go, max_steps, 0, stop_fn=hovered)
+        info["held_over"] = task.destination
+        return rollout, info
     raise ValueError(f"unknown failure mode {mode!r}; known: {FAILURE_MODES}")
+
+
+class NeverLetsGo:
+    """The expert's actions, with the gripper kept closed once it starts lowering to the place."""
+
+    def __init__(self, expert: Any):
+        self.expert = expert
+        self.latched = False
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        action = np.asarray(self.expert.act(obs), np.float32).copy()
+        self.latched = self.latched or self.expert.phase in RELEASE_PHASES
+        if self.latched:
+            action[-1] = -GRIPPER_OPEN
+        return action
 
 
 def wrong_bin_task(task: Any) -> Any:
