@@ -11,7 +11,8 @@ success. The same frames for every model, so they compare on what a policy reall
 tipped object, the wrong bin), which demos never show. ``--success-frames 2 3 4`` judges each
 model under several consecutive-frame rules; ``--split validation`` and ``--split test`` roll
 out on disjoint seeds, so a rule chosen on one is checked on the other. ``--cache`` keeps the
-rollouts (an ``.npz``) for the next model. Writes
+rollouts (an ``.npz``) for the next model. ``--episodes FILE.hdf5`` scores a dataset file's
+episodes instead of policy rollouts (fresh failure rollouts of one kind, say). Writes
 ``benchmarks/results/reward_online_frames[_SPLIT].json``. Config overrides follow ``--``
 (``-- --env.image_size 64`` renders the rollouts at 64 px; the policies act on state, so the
 same seeds give the same episodes at every image size).
@@ -82,6 +83,14 @@ def load_episodes(path: Path) -> list[dict[str, Any]]:
                  "task": str(z[f"task_{i}"])} for i in range(n)]  # fmt: skip
 
 
+def dataset_episodes(path: Path) -> list[dict[str, Any]]:
+    """A dataset file's episodes as rollouts: the frame after each action, its ground truth."""
+    from robofume.data import read_episodes
+
+    return [{"frames": ep.images[1:], "success": np.asarray(ep.success, bool), "task": ep.task}
+            for ep in read_episodes(path)]  # fmt: skip
+
+
 def scores(model: Any, episodes: list[dict[str, Any]]) -> list[np.ndarray]:
     """P(yes) of every frame, asked its episode's own question."""
     return [model.score(ep["frames"], [model.question_for(ep["task"])] * len(ep["frames"]))
@@ -145,7 +154,10 @@ def table_row(name: str, r: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", default="sim-shift")
-    parser.add_argument("--policies", nargs="+", required=True, help="policy checkpoints")
+    parser.add_argument("--policies", nargs="+", default=[], help="policy checkpoints")
+    parser.add_argument(
+        "--episodes", type=Path, default=None, help="score this dataset file's episodes instead"
+    )
     parser.add_argument("--reward-models", nargs="+", required=True, help="reward checkpoints")
     parser.add_argument("--pairs", type=int, default=8, help="forward+reset pairs per policy")
     parser.add_argument("--split", choices=tuple(SEEDS), default="validation")
@@ -177,7 +189,12 @@ def main() -> int:
 
     torch.set_num_threads(1)
     cfg = load_config(args.preset, overrides=args.overrides)
-    if args.cache is not None and args.cache.exists():
+    if not args.policies and args.episodes is None:
+        parser.error("give --policies or --episodes")
+    if args.episodes is not None:
+        episodes = dataset_episodes(args.episodes)
+        log.info("%d episodes from %s", len(episodes), args.episodes)
+    elif args.cache is not None and args.cache.exists():
         episodes = load_episodes(args.cache)
         log.info("%d episodes from %s", len(episodes), args.cache)
     else:
@@ -208,7 +225,8 @@ def main() -> int:
     out = RESULTS.with_name(f"{RESULTS.stem}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {"preset": args.preset, "overrides": args.overrides, "policies": args.policies,
-              "split": args.split, "pairs": args.pairs, "rows": rows}  # fmt: skip
+              "episodes": str(args.episodes or ""), "split": args.split, "pairs": args.pairs,
+              "rows": rows}  # fmt: skip
     out.write_text(json.dumps(record, indent=1))
     print(
         "| reward model | success frames | frame FPR | frame FNR | false-success episodes "
