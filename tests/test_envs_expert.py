@@ -118,3 +118,15 @@ def test_unknown_failure_mode_is_named(tmp_path):
     cfg = load_config("smoke", overrides=["--data.failure_modes", "[held, hover]"])
     with pytest.raises(ValueError, match=r"unknown \['hover'\]; known: \['aborted'"):
         plan_jobs(cfg)
+
+
+def test_near_place_failure_puts_the_object_on_a_neighbouring_place(env):
+    """The ``near_place`` failure mode: the object ends at rest on a place next to its own."""
+    from robofume.data import rollouts
+    from robofume.envs.layout import PLACES
+
+    t = get_task("vase_reset")
+    rollout, info = rollouts.failure(env, t, 0, "near_place", 0.1, 1.0, 150, ScriptedExpert)
+    x, y, _z = env.unwrapped.object_position(t.obj)
+    assert info["put_in"] in ("plate", "mat") and PLACES[info["put_in"]].contains(x, y)
+    assert rollouts.is_failure(rollout) and not PLACES[t.destination].contains(x, y)

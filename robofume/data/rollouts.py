@@ -15,14 +15,16 @@ import numpy as np
 
 from robofume.types import Episode
 
-FAILURE_MODES = ("aborted", "noisy", "dropped", "wrong_bin", "held")
+FAILURE_MODES = ("aborted", "noisy", "dropped", "wrong_bin", "held", "near_place")
 """How failure rollouts go wrong: ``aborted``: the expert stopped between a quarter and three
 quarters of the way to success; ``noisy``: an expert with large action noise
 (``data.failure_noise``); ``dropped``: the gripper is forced open for good a few steps after
 the expert closed it (the object falls and cannot be picked up again); ``wrong_bin``: the
 expert puts the object in the bin that is neither the task's source nor its destination;
 ``held``: the expert carries the object to its place and lowers it, but never lets go (the
-object hangs in the closed gripper just above its place, then at the approach height).
+object hangs in the closed gripper just above its place, then at the approach height);
+``near_place``: the expert puts the object on one of the two places nearest its destination
+that are neither source nor destination (for the centre: the plate or the mat).
 ``data.failure_modes`` chooses which of them a dataset draws."""
 RELEASE_PHASES = ("lower", "release", "retreat", "done")
 """Phases of the scripted expert from which on a ``held`` rollout keeps the gripper closed."""
@@ -214,8 +216,8 @@ def failure(
         rollout, _ = run_expert(env, obs, expert, max_steps, 0, open_after_closed=delay)
         info["opened_after_closed_steps"] = delay
         return rollout, info
-    if mode == "wrong_bin":
-        wrong = wrong_bin_task(task)
+    if mode in ("wrong_bin", "near_place"):
+        wrong = wrong_bin_task(task) if mode == "wrong_bin" else near_place_task(task, rng)
         env.set_task(wrong)  # the expert now works on the wrong task, in the same scene
         placed = [0]  # steps the object has rested in the wrong bin
 
@@ -271,4 +273,21 @@ def wrong_bin_task(task: Any) -> Any:
     """``task`` with its destination replaced by the bin that is neither source nor destination."""
     bins = [b for b in ("left_bin", "right_bin") if b not in (task.source, task.destination)]
     dest = bins[0] if bins else ("centre" if task.destination != "centre" else "plate")
+    return misplaced(task, dest)
+
+
+def near_place_task(task: Any, rng: np.random.Generator) -> Any:
+    """``task`` with its destination replaced by one of the two other places nearest to it."""
+    from robofume.envs.layout import PLACES
+
+    here = np.asarray(PLACES[task.destination].center)
+    others = sorted(
+        (p for p in PLACES.values() if p.name not in (task.source, task.destination)),
+        key=lambda p: float(np.linalg.norm(np.asarray(p.center) - here)),
+    )
+    return misplaced(task, others[int(rng.integers(0, 2))].name)
+
+
+def misplaced(task: Any, dest: str) -> Any:
+    """``task`` with another destination (and no reset pair)."""
     return replace(task, name=f"{task.name}__to_{dest}", destination=dest, pair=None)
