@@ -6,6 +6,8 @@ product's TensorBoard) with the controls beside it: the start, offline continuat
 same number of updates, and BC at its best (all on the evaluation seeds, at the final point).
 
     python -m benchmarks.online_system_report --preset sim-shift
+    python -m benchmarks.online_system_report --preset sim-shift --labels "five modes" \
+        --plot benchmarks/online_sim-shift_current.png   # one setting's seeds only
 """
 
 from __future__ import annotations
@@ -108,11 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--preset", default="sim-shift")
     p.add_argument("--plot", type=Path, default=None, help="benchmarks/online_<preset>.png")
+    p.add_argument("--labels", default="", help="plot only the runs whose labels contain this")
     args = p.parse_args(argv)
     records = system_records(args.preset)
     if not records:
         raise SystemExit(f"no system records for preset {args.preset} in learning.json")
-    path = plot(records, args.plot or Path(f"benchmarks/online_{args.preset}.png"))
+    shown = [r for r in records if args.labels in (r.get("labels") or r["reward"])]
+    if not shown:
+        raise SystemExit(f"no system records of preset {args.preset} with labels {args.labels!r}")
+    path = plot(shown, args.plot or Path(f"benchmarks/online_{args.preset}.png"))
     print(table(records))
     print(f"\nplot: {path}")
     return 0
