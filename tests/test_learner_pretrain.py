@@ -97,7 +97,8 @@ def test_resume_ignores_the_failure_rollouts_which_only_the_reward_model_reads(
     run = tmp_path / "more_failures"
     (run / "checkpoints").mkdir(parents=True)
     shutil.copy2(full_run / "checkpoints" / "ckpt_12.pt", run / "checkpoints" / "ckpt_12.pt")
-    assert pretrain(dataset, run, 18, "--data.failure_episodes", "120") == 0
+    more = ("--data.failure_episodes", "120", "--data.failure_modes", "[held, near_place]")
+    assert pretrain(dataset, run, 18, *more) == 0
     assert (run / "checkpoints" / "ckpt_18.pt").exists()
 
 
