@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from robofume.config import ExperimentConfig
+from robofume.config import ConfigError, ExperimentConfig
 from robofume.config.base import to_dict
 from robofume.data import rollouts
 from robofume.data.errors import DatasetError
@@ -82,7 +82,7 @@ def plan_jobs(cfg: ExperimentConfig) -> list[Job]:
     d = cfg.data
     priors = prior_task_names()
     if d.num_prior_tasks > len(priors):
-        raise ValueError(f"data.num_prior_tasks={d.num_prior_tasks} > {len(priors)} prior tasks")
+        raise ConfigError(f"data.num_prior_tasks={d.num_prior_tasks} > {len(priors)} prior tasks")
     jobs = [
         Job("prior", name, i)
         for name in priors[: d.num_prior_tasks]
@@ -105,7 +105,7 @@ def plan_jobs(cfg: ExperimentConfig) -> list[Job]:
     modes = d.failure_modes
     unknown = sorted(set(modes) - set(rollouts.FAILURE_MODES))
     if unknown or not modes:
-        raise ValueError(
+        raise ConfigError(
             f"data.failure_modes={list(modes)}: unknown {unknown or 'none given'}; "
             f"known: {list(rollouts.FAILURE_MODES)}"
         )
