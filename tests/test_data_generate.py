@@ -177,3 +177,11 @@ def test_generate_never_replaces_a_dataset_with_fewer_episodes_without_overwrite
     assert {f.name: f.read_bytes() for f in copy.iterdir()} == before  # untouched, manifest too
     rc = main(["generate", "--preset", "smoke", "--out", str(copy), *fewer, "--overwrite"])
     assert rc == 0 and len(read_episodes(copy / "failures.hdf5")) == 2
+
+
+def test_unknown_failure_mode_is_named():
+    from robofume.data.generate import plan_jobs
+
+    cfg = load_config("smoke", overrides=["--data.failure_modes", "[held, hover]"])
+    with pytest.raises(ValueError, match=r"unknown \['hover'\]; known: \['aborted'"):
+        plan_jobs(cfg)

@@ -111,15 +111,6 @@ def test_held_failure_carries_the_object_to_its_place_and_never_lets_go(env, tas
     assert all(a[-1] > 0 for a in rollout.actions[-rollouts.HELD_STEPS :])
 
 
-def test_unknown_failure_mode_is_named(tmp_path):
-    from robofume.config import load_config
-    from robofume.data.generate import plan_jobs
-
-    cfg = load_config("smoke", overrides=["--data.failure_modes", "[held, hover]"])
-    with pytest.raises(ValueError, match=r"unknown \['hover'\]; known: \['aborted'"):
-        plan_jobs(cfg)
-
-
 def test_near_place_failure_puts_the_object_on_a_neighbouring_place(env):
     """The ``near_place`` failure mode: the object ends at rest on a place next to its own."""
     from robofume.data import rollouts

@@ -31,7 +31,7 @@ class DataConfig:
     """Seed of data generation."""
     failure_modes: tuple[str, ...] = ("aborted", "noisy", "dropped", "wrong_bin")
     """Kinds of failure rollout, drawn in turn (``robofume.data.rollouts.FAILURE_MODES``);
-    ``held`` (carried to the place, never let go) is opt-in."""
+    ``held`` (carried to the place, never let go) and ``near_place`` are opt-in."""
     failure_noise: float = 1.0
     """Std of the expert's action noise in the 'noisy' failure rollouts."""
     max_attempts: int = 20

@@ -219,7 +219,7 @@ def failure(
     if mode in ("wrong_bin", "near_place"):
         wrong = wrong_bin_task(task) if mode == "wrong_bin" else near_place_task(task, rng)
         env.set_task(wrong)  # the expert now works on the wrong task, in the same scene
-        placed = [0]  # steps the object has rested in the wrong bin
+        placed = [0]  # steps the object has rested in the wrong place
 
         def settled() -> bool:
             placed[0] = placed[0] + 1 if env.unwrapped.is_success(wrong) else 0
