@@ -34,6 +34,8 @@ def plot(records: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     algos = list(dict.fromkeys(r["algorithm"] for r in records))
+    settings = {r.get("labels") or r["reward"] for r in records}
+    shared = settings.pop() if len(settings) == 1 else None  # said once, in the title
     fig, axes = plt.subplots(1, len(algos), figsize=(max(5.6, 4.6 * len(algos)), 5.6), dpi=120,
                              sharey=True, squeeze=False)  # fmt: skip
     for ax, algo in zip(axes[0], algos, strict=True):
@@ -43,7 +45,9 @@ def plot(records: list[dict], path: Path) -> Path:
             curve = [p for p in r["curve"] if "success" in p]
             x = [p["env_steps"] for p in curve]
             gt = r["reward"] == "ground_truth"
-            label = f"online, seed {r['seed']}: {r.get('labels') or r['reward']}"
+            label = f"online, seed {r['seed']}"
+            if shared is None:
+                label += f": {r.get('labels') or r['reward']}"
             ax.plot(x, [p["success"] for p in curve], color=f"C{i}", lw=1.2, marker=".",
                     ls="--" if gt else "-", label=label)  # fmt: skip
             end = r["env_steps"]
@@ -59,11 +63,15 @@ def plot(records: list[dict], path: Path) -> Path:
             ax.axhline(bc[0], color="C3", ls="-.", lw=1, label=f"BC at its best ({bc[0]:.2f})")
         ax.set_title(f"{ALGORITHM_LABELS.get(algo, algo)}: {runs[0]['task']}")
         ax.set_xlabel("environment steps (online scene)")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(5))
         ax.set_ylim(-0.05, 1.05)
         ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
     axes[0][0].set_ylabel("ground-truth success")
-    fig.suptitle("online through `robofume up`\n(lines: evaluator, 10 episodes; *: final and "
-                 "x: control, 40 episodes; evaluation seeds)", fontsize=8)  # fmt: skip
+    title = ("online through `robofume up`\n(lines: evaluator, 10 episodes; *: final and "
+             "x: control, 40 episodes; evaluation seeds)")  # fmt: skip
+    if shared is not None:
+        title += f"\nlabels: {shared}"
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
